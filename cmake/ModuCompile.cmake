@@ -1,0 +1,30 @@
+# Compiler flags shared by every modu target: warnings, optimisation, sanitizers.
+add_library(modu_flags INTERFACE)
+target_compile_options(modu_flags INTERFACE
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter -Werror=switch -Werror=return-type>)
+if(MODU_WERROR)
+  target_compile_options(modu_flags INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
+endif()
+if(MODU_NATIVE)
+  target_compile_options(modu_flags INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-march=native>)
+endif()
+target_compile_options(modu_flags INTERFACE $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<CONFIG:Release>>:-O3>)
+
+if(MODU_SANITIZE)
+  string(REPLACE "," ";" _san_list "${MODU_SANITIZE}")
+  set(_san_flags "")
+  foreach(s ${_san_list})
+    list(APPEND _san_flags "-fsanitize=${s}")
+  endforeach()
+  list(APPEND _san_flags -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  target_compile_options(modu_flags INTERFACE $<$<COMPILE_LANGUAGE:CXX>:${_san_flags}>)
+  target_link_options(modu_flags INTERFACE ${_san_flags})
+  message(STATUS "modu: sanitizers ${MODU_SANITIZE}")
+endif()
+
+# Every layer library: shared, so the kernel and tape registrations in each always load.
+function(modu_add_layer name)
+  add_library(${name} SHARED ${ARGN})
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR})
+  target_link_libraries(${name} PUBLIC modu_flags)
+endfunction()

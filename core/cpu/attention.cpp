@@ -1,0 +1,200 @@
+// core/cpu/attention.cpp — fused scaled-dot-product attention (forward saves the row log-sum-exp,
+// backward recomputes the probabilities from it) and rotary position embedding.
+//
+// Shapes: q (B, NH, T, HS), k and v (B, NH, S, HS). Causal attention aligns queries to the last T key
+// positions: query i sees keys j <= i + (S - T), which also covers decoding with a KV cache (T < S).
+// Per (b, h) head the scores are one GEMM into a per-thread (T, S) buffer; heads run in parallel with
+// single-threaded BLAS. 16-bit inputs are widened to f32. Gradients are written (=).
+#include <cblas.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/cpu/kernels.h"
+#include "core/cpu/loops.h"
+
+namespace modu::cpu {
+
+namespace {
+
+template <class T>
+void gemm_rm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+             int64_t ldb, T beta, T* C, int64_t ldc) {
+  auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, TA, TB, (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb,
+                beta, C, (blasint)ldc);
+  else
+    cblas_dgemm(CblasRowMajor, TA, TB, (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb,
+                beta, C, (blasint)ldc);
+}
+
+// A (B, NH, L, HS) operand with unit last stride: pointer of head (b, h) and its row stride.
+struct Heads {
+  Tensor t;
+  explicit Heads(const Tensor& x) : t(x.stride(3) == 1 ? x : contiguous_copy(x)) {}
+  template <class T>
+  T* head(int64_t b, int64_t h) const {
+    return static_cast<T*>(t.data_ptr()) + b * t.stride(0) + h * t.stride(1);
+  }
+  int64_t ld() const { return t.stride(2); }
+};
+
+Tensor widen(const Tensor& x) {
+  if (x.dtype() == DType::F32 || x.dtype() == DType::F64) return x;
+  Tensor f = Tensor::empty(x.shape(), DType::F32);
+  copy_into(f, x);
+  return f;
+}
+
+template <class T>
+void attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, Tensor& o, Tensor& lse_out,
+                       const AttentionAttrs& a) {
+  Heads q(q_in), k(k_in), v(v_in);
+  int64_t B = q_in.size(0), NH = q_in.size(1), T_ = q_in.size(2), S = k_in.size(2), D = q_in.size(3);
+  int64_t shift = S - T_;
+  T* O = static_cast<T*>(o.data_ptr());
+  T* LSE = static_cast<T*>(lse_out.data_ptr());
+  T scale = static_cast<T>(a.scale);
+  parallel_for(B * NH, 4 * T_ * S * D, [&](int64_t h0, int64_t h1) {
+    std::vector<T> P(static_cast<size_t>(T_ * S));
+    for (int64_t bh = h0; bh < h1; ++bh) {
+      int64_t b = bh / NH, h = bh % NH;
+      gemm_rm<T>(false, true, T_, S, D, scale, q.head<T>(b, h), q.ld(), k.head<T>(b, h), k.ld(), T(0), P.data(), S);
+      for (int64_t i = 0; i < T_; ++i) {
+        T* row = P.data() + i * S;
+        int64_t valid = a.causal ? std::min<int64_t>(S, i + shift + 1) : S;
+        T m = -std::numeric_limits<T>::infinity();
+        for (int64_t j = 0; j < valid; ++j) m = std::max(m, row[j]);
+        T s = 0;
+        for (int64_t j = 0; j < valid; ++j) {
+          row[j] = std::exp(row[j] - m);
+          s += row[j];
+        }
+        T inv = T(1) / s;
+        for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
+        for (int64_t j = valid; j < S; ++j) row[j] = 0;
+        LSE[bh * T_ + i] = m + std::log(s);
+      }
+      gemm_rm<T>(false, false, T_, D, S, T(1), P.data(), S, v.head<T>(b, h), v.ld(), T(0), O + bh * T_ * D, D);
+    }
+  });
+}
+
+template <class T>
+void attention_backward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& o_in,
+                        const Tensor& lse_in, const Tensor& go_in, Tensor& gq, Tensor& gk, Tensor& gv,
+                        const AttentionAttrs& a) {
+  Heads q(q_in), k(k_in), v(v_in), o(o_in), go(go_in);
+  Tensor lse_c = as_contiguous(lse_in);
+  const T* LSE = static_cast<const T*>(lse_c.data_ptr());
+  int64_t B = q_in.size(0), NH = q_in.size(1), T_ = q_in.size(2), S = k_in.size(2), D = q_in.size(3);
+  int64_t shift = S - T_;
+  T scale = static_cast<T>(a.scale);
+  T* GQ = static_cast<T*>(gq.data_ptr());
+  T* GK = static_cast<T*>(gk.data_ptr());
+  T* GV = static_cast<T*>(gv.data_ptr());
+  parallel_for(B * NH, 8 * T_ * S * D, [&](int64_t h0, int64_t h1) {
+    std::vector<T> P(static_cast<size_t>(T_ * S)), dP(static_cast<size_t>(T_ * S)), Drow(static_cast<size_t>(T_));
+    for (int64_t bh = h0; bh < h1; ++bh) {
+      int64_t b = bh / NH, h = bh % NH;
+      const T* Q = q.head<T>(b, h);
+      const T* K = k.head<T>(b, h);
+      const T* V = v.head<T>(b, h);
+      const T* Oh = o.head<T>(b, h);
+      const T* dO = go.head<T>(b, h);
+      // P = softmax(scale Q K^T) rebuilt from the saved log-sum-exp.
+      gemm_rm<T>(false, true, T_, S, D, scale, Q, q.ld(), K, k.ld(), T(0), P.data(), S);
+      for (int64_t i = 0; i < T_; ++i) {
+        int64_t valid = a.causal ? std::min<int64_t>(S, i + shift + 1) : S;
+        T l = LSE[bh * T_ + i];
+        T* row = P.data() + i * S;
+        for (int64_t j = 0; j < valid; ++j) row[j] = std::exp(row[j] - l);
+        for (int64_t j = valid; j < S; ++j) row[j] = 0;
+        T d = 0;
+        for (int64_t x = 0; x < D; ++x) d += dO[i * go.ld() + x] * Oh[i * o.ld() + x];
+        Drow[static_cast<size_t>(i)] = d;
+      }
+      // dV = P^T dO
+      gemm_rm<T>(true, false, S, D, T_, T(1), P.data(), S, dO, go.ld(), T(0), GV + bh * S * D, D);
+      // dP = dO V^T, then dS = P * (dP - D) (scale folded into the next products)
+      gemm_rm<T>(false, true, T_, S, D, T(1), dO, go.ld(), V, v.ld(), T(0), dP.data(), S);
+      for (int64_t i = 0; i < T_; ++i) {
+        T d = Drow[static_cast<size_t>(i)];
+        for (int64_t j = 0; j < S; ++j) dP[static_cast<size_t>(i * S + j)] = P[static_cast<size_t>(i * S + j)] * (dP[static_cast<size_t>(i * S + j)] - d);
+      }
+      gemm_rm<T>(false, false, T_, D, S, scale, dP.data(), S, K, k.ld(), T(0), GQ + bh * T_ * D, D);
+      gemm_rm<T>(true, false, S, D, T_, scale, dP.data(), S, Q, q.ld(), T(0), GK + bh * S * D, D);
+    }
+  });
+}
+
+void attention_kernel(const KernelCall& c) {
+  const AttentionAttrs& a = c.attrs.attention;
+  Tensor &o = c.output(0), &lse = c.output(1);
+  if (c.input(0).dtype() == DType::F64) return attention_forward<double>(c.input(0), c.input(1), c.input(2), o, lse, a);
+  if (c.input(0).dtype() == DType::F32) return attention_forward<float>(c.input(0), c.input(1), c.input(2), o, lse, a);
+  Tensor o32 = Tensor::empty(o.shape(), DType::F32);
+  attention_forward<float>(widen(c.input(0)), widen(c.input(1)), widen(c.input(2)), o32, lse, a);
+  copy_into(o, o32);
+}
+
+void attention_backward_kernel(const KernelCall& c) {
+  const AttentionAttrs& a = c.attrs.attention;
+  Tensor &gq = c.output(0), &gk = c.output(1), &gv = c.output(2);
+  DType dt = c.input(0).dtype();
+  if (dt == DType::F64 || dt == DType::F32) {
+    auto run = [&](auto tag) {
+      using T = decltype(tag);
+      attention_backward<T>(c.input(0), c.input(1), c.input(2), c.input(3), c.input(4), c.input(5), gq, gk, gv, a);
+    };
+    return dt == DType::F64 ? run(double{}) : run(float{});
+  }
+  Tensor gq32 = Tensor::empty(gq.shape(), DType::F32), gk32 = Tensor::empty(gk.shape(), DType::F32),
+         gv32 = Tensor::empty(gv.shape(), DType::F32);
+  attention_backward<float>(widen(c.input(0)), widen(c.input(1)), widen(c.input(2)), widen(c.input(3)), c.input(4),
+                            widen(c.input(5)), gq32, gk32, gv32, a);
+  copy_into(gq, gq32);
+  copy_into(gk, gk32);
+  copy_into(gv, gv32);
+}
+
+void rotary_kernel(const KernelCall& c) {
+  Tensor x = as_contiguous(c.input(0)), cs = as_contiguous(c.input(1)), sn = as_contiguous(c.input(2));
+  Tensor& y = c.output(0);
+  int64_t B = x.size(0), T_ = x.size(1), NH = x.size(2), D = x.size(3), half = D / 2;
+  double sign = c.attrs.rotary.inverse ? -1.0 : 1.0;
+  dispatch_floating(x.dtype(), "rotary", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    using A = acc_t<scalar_t>;
+    const scalar_t* X = static_cast<const scalar_t*>(x.data_ptr());
+    const scalar_t* CS = static_cast<const scalar_t*>(cs.data_ptr());
+    const scalar_t* SN = static_cast<const scalar_t*>(sn.data_ptr());
+    scalar_t* Y = static_cast<scalar_t*>(y.data_ptr());
+    A sg = static_cast<A>(sign);
+    parallel_for(B * T_ * NH, 4 * D, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        int64_t t = (r / NH) % T_;
+        const scalar_t* p = X + r * D;
+        scalar_t* q = Y + r * D;
+        for (int64_t i = 0; i < half; ++i) {
+          A co = load(CS + t * half + i), si = sg * load(SN + t * half + i);
+          A x1 = load(p + i), x2 = load(p + i + half);
+          store(q + i, x1 * co - x2 * si);
+          store(q + i + half, x2 * co + x1 * si);
+        }
+      }
+    });
+  });
+}
+
+}  // namespace
+
+void register_attention_kernels(KernelRegistry& r) {
+  r.set(DeviceType::CPU, OpId::attention, attention_kernel, kFloatTypes);
+  r.set(DeviceType::CPU, OpId::attention_backward, attention_backward_kernel, kFloatTypes);
+  r.set(DeviceType::CPU, OpId::rotary, rotary_kernel, kFloatTypes);
+}
+
+}  // namespace modu::cpu

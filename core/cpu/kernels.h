@@ -1,0 +1,26 @@
+// core/cpu/kernels.h — registration entry points of the CPU kernel families (one per source file).
+#pragma once
+
+#include "core/ops/dispatch.h"
+
+namespace modu::cpu {
+
+void register_elementwise_kernels(KernelRegistry& r);  // elementwise.cpp
+void register_reduce_kernels(KernelRegistry& r);       // reduce.cpp
+void register_matmul_kernels(KernelRegistry& r);       // matmul.cpp
+void register_nn_kernels(KernelRegistry& r);           // softmax, losses, norms: nn.cpp
+void register_index_kernels(KernelRegistry& r);        // embedding, gather/scatter, concat: index.cpp
+void register_attention_kernels(KernelRegistry& r);    // attention, rotary: attention.cpp
+void register_image_kernels(KernelRegistry& r);        // conv2d, upsample, pooling: image.cpp
+void register_optim_kernels(KernelRegistry& r);        // adamw_: optim.cpp
+
+}  // namespace modu::cpu
+
+namespace modu::cpu {
+// A contiguous copy of t (same dtype) made without going through dispatch (no tape, no counters).
+Tensor contiguous_copy(const Tensor& t);
+// dst <- src (src broadcast to dst, dtype converted), any strides, no dispatch.
+void copy_into(Tensor& dst, const Tensor& src);
+// t itself when contiguous, else contiguous_copy(t).
+inline Tensor as_contiguous(const Tensor& t) { return t.is_contiguous() ? t : contiguous_copy(t); }
+}  // namespace modu::cpu

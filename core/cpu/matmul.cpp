@@ -1,0 +1,179 @@
+// core/cpu/matmul.cpp — matmul (batched, broadcasting batch dims) and linear on OpenBLAS.
+//
+// Invariants: transposed views are passed to BLAS as transposes (no copy); an operand is copied only
+// when neither its rows nor its columns are unit-stride. When the right operand has no batch dims and
+// the left's batch and row dims are contiguous, the batch folds into one large GEMM (the Linear case).
+// 16-bit floats are widened to f32 around sgemm. Outputs are written (beta = 0), except linear, which
+// starts from the broadcast bias (beta = 1).
+#include <cblas.h>
+
+#include <vector>
+
+#include "core/cpu/kernels.h"
+#include "core/cpu/loops.h"
+
+namespace modu::cpu {
+
+namespace {
+
+// A 2-D operand as BLAS sees it.
+struct Operand {
+  bool trans = false;
+  int64_t ld = 0;
+};
+
+// rows x cols matrix with strides (sr, sc): classify as row-major (NoTrans) or its transpose.
+bool classify(int64_t rows, int64_t cols, int64_t sr, int64_t sc, Operand* op) {
+  if ((sc == 1 || cols == 1) && (rows == 1 || sr >= std::max<int64_t>(cols, 1))) {
+    *op = {false, rows == 1 ? std::max<int64_t>(cols, 1) : sr};
+    return true;
+  }
+  if ((sr == 1 || rows == 1) && (cols == 1 || sc >= std::max<int64_t>(rows, 1))) {
+    *op = {true, cols == 1 ? std::max<int64_t>(rows, 1) : sc};
+    return true;
+  }
+  return false;
+}
+
+template <class T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+          T beta, T* C, int64_t ldc) {
+  auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+  if (M == 0 || N == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    cblas_sgemm(CblasRowMajor, TA, TB, static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K),
+                1.0f, A, static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
+  } else {
+    cblas_dgemm(CblasRowMajor, TA, TB, static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K),
+                1.0, A, static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
+  }
+}
+
+// Matmul on f32 or f64 tensors (any strides, batch dims broadcast); out is contiguous.
+template <class T>
+void matmul_typed(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
+  Tensor a = a_in, b = b_in;
+  int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
+  Operand oa, ob;
+  if (!classify(M, K, a.stride(-2), a.stride(-1), &oa)) {
+    a = contiguous_copy(a);
+    oa = {false, K};
+  }
+  if (!classify(K, N, b.stride(-2), b.stride(-1), &ob)) {
+    b = contiguous_copy(b);
+    ob = {false, N};
+  }
+  int nb = out.dim() - 2;
+  int64_t batch = 1;
+  for (int d = 0; d < nb; ++d) batch *= out.size(d);
+  // Per-operand batch strides broadcast to out's batch shape (0 = broadcast).
+  auto batch_strides = [&](const Tensor& t) {
+    Dims s = Dims::filled(nb, 0);
+    int lead = nb - (t.dim() - 2);
+    for (int d = 0; d < t.dim() - 2; ++d) s[lead + d] = t.size(d) == 1 ? 0 : t.stride(d);
+    return s;
+  };
+  Dims sa = batch_strides(a), sb = batch_strides(b);
+  const T* A = static_cast<const T*>(a.data_ptr());
+  const T* B = static_cast<const T*>(b.data_ptr());
+  T* C = static_cast<T*>(out.data_ptr());
+
+  bool b_broadcast = true;
+  for (int d = 0; d < nb; ++d) b_broadcast = b_broadcast && sb[d] == 0;
+  if (b_broadcast && !oa.trans && batch > 1) {
+    // Fold the batch into M when a's batch dims step exactly over whole row blocks.
+    bool foldable = true;
+    int64_t expect = M * oa.ld;
+    for (int d = nb - 1; d >= 0; --d) {
+      if (out.size(d) == 1) continue;
+      foldable = foldable && sa[d] == expect;
+      expect *= out.size(d);
+    }
+    if (foldable) {
+      gemm<T>(false, ob.trans, batch * M, N, K, A, oa.ld, B, ob.ld, T(0), C, N);
+      return;
+    }
+  }
+  auto one = [&](int64_t bi) {
+    int64_t offa = 0, offb = 0, rem = bi;
+    for (int d = nb - 1; d >= 0; --d) {
+      int64_t i = rem % out.size(d);
+      rem /= out.size(d);
+      offa += i * sa[d];
+      offb += i * sb[d];
+    }
+    gemm<T>(oa.trans, ob.trans, M, N, K, A + offa, oa.ld, B + offb, ob.ld, T(0), C + bi * M * N, N);
+  };
+  if (batch >= max_threads() && max_threads() > 1 && M * N * K < (int64_t(1) << 21)) {
+    // Many small products: one per thread, BLAS itself single-threaded inside the parallel region.
+#pragma omp parallel for schedule(static)
+    for (int64_t bi = 0; bi < batch; ++bi) one(bi);
+  } else {
+    for (int64_t bi = 0; bi < batch; ++bi) one(bi);
+  }
+}
+
+void matmul_kernel(const KernelCall& c) {
+  const Tensor &a = c.input(0), &b = c.input(1);
+  Tensor& out = c.output(0);
+  switch (a.dtype()) {
+    case DType::F32: return matmul_typed<float>(a, b, out);
+    case DType::F64: return matmul_typed<double>(a, b, out);
+    default: {
+      // bf16 / f16: widen to f32, multiply, round once.
+      Tensor a32 = Tensor::empty(a.shape(), DType::F32), b32 = Tensor::empty(b.shape(), DType::F32);
+      a32.copy_(a);
+      b32.copy_(b);
+      Tensor o32 = Tensor::empty(out.shape(), DType::F32);
+      matmul_typed<float>(a32, b32, o32);
+      out.copy_(o32);
+    }
+  }
+}
+
+template <class T>
+void linear_typed(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, Tensor& out) {
+  int64_t K = x_in.size(-1), N = w_in.size(0), M = x_in.numel() / std::max<int64_t>(K, 1);
+  Tensor x = as_contiguous(x_in), b = as_contiguous(b_in);
+  Tensor w = w_in;
+  Operand ow;  // w (N, K) used as w^T: classify w itself, then flip
+  if (!classify(N, K, w.stride(0), w.stride(1), &ow)) {
+    w = contiguous_copy(w);
+    ow = {false, K};
+  }
+  T* C = static_cast<T*>(out.data_ptr());
+  const T* bias = static_cast<const T*>(b.data_ptr());
+  parallel_for(M, N, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) std::copy(bias, bias + N, C + r * N);
+  });
+  gemm<T>(false, !ow.trans, M, N, K, static_cast<const T*>(x.data_ptr()), K, static_cast<const T*>(w.data_ptr()),
+          ow.ld, T(1), C, N);
+}
+
+void linear_kernel(const KernelCall& c) {
+  const Tensor &x = c.input(0), &w = c.input(1), &b = c.input(2);
+  Tensor& out = c.output(0);
+  switch (x.dtype()) {
+    case DType::F32: return linear_typed<float>(x, w, b, out);
+    case DType::F64: return linear_typed<double>(x, w, b, out);
+    default: {
+      auto widen = [](const Tensor& t) {
+        Tensor f = Tensor::empty(t.shape(), DType::F32);
+        f.copy_(t);
+        return f;
+      };
+      Tensor o32 = Tensor::empty(out.shape(), DType::F32);
+      linear_typed<float>(widen(x), widen(w), widen(b), o32);
+      out.copy_(o32);
+    }
+  }
+}
+
+}  // namespace
+
+void register_matmul_kernels(KernelRegistry& r) {
+  r.set(DeviceType::CPU, OpId::matmul, matmul_kernel, kFloatTypes);
+  r.set(DeviceType::CPU, OpId::linear, linear_kernel, kFloatTypes);
+}
+
+}  // namespace modu::cpu

@@ -1,0 +1,415 @@
+// core/cpu/nn.cpp — CPU kernels for softmax / log_softmax and their backward, fused cross-entropy
+// (forward saves the row log-sum-exp; backward recomputes softmax from it, never storing probabilities),
+// layer_norm, rms_norm and group_norm with their backward.
+//
+// Gradients: gx is written (=). Parameter gradients gw/gb of the norms are written too; the autograd
+// engine accumulates them into .grad. Statistics (mean, rstd, lse) are kept in acc_t (f32 or f64).
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/cpu/kernels.h"
+#include "core/cpu/loops.h"
+
+namespace modu::cpu {
+
+namespace {
+
+// Splits a contiguous tensor around `dim` as (outer, n, inner).
+struct Around {
+  int64_t outer = 1, n = 1, inner = 1;
+};
+Around around(const Tensor& x, int dim) {
+  Around a;
+  for (int d = 0; d < x.dim(); ++d) {
+    if (d < dim) a.outer *= x.size(d);
+    else if (d == dim) a.n = x.size(d);
+    else a.inner *= x.size(d);
+  }
+  return a;
+}
+
+void softmax_kernel(const KernelCall& c) {
+  Tensor x = as_contiguous(c.input(0));
+  Tensor& y = c.output(0);
+  bool log_out = c.op == OpId::log_softmax;
+  Around A3 = around(x, c.attrs.dim.dim);
+  dispatch_floating(x.dtype(), op_name(c.op), [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    using A = acc_t<scalar_t>;
+    const scalar_t* in = static_cast<const scalar_t*>(x.data_ptr());
+    scalar_t* out = static_cast<scalar_t*>(y.data_ptr());
+    int64_t n = A3.n, inner = A3.inner;
+    parallel_for(A3.outer * inner, 4 * n, [&](int64_t b, int64_t e) {
+      std::vector<A> buf(static_cast<size_t>(n));
+      for (int64_t r = b; r < e; ++r) {
+        int64_t o = r / inner, i = r % inner;
+        const scalar_t* p = in + o * n * inner + i;
+        scalar_t* q = out + o * n * inner + i;
+        A m = -std::numeric_limits<A>::infinity();
+        for (int64_t j = 0; j < n; ++j) {
+          buf[static_cast<size_t>(j)] = load(p + j * inner);
+          m = std::max(m, buf[static_cast<size_t>(j)]);
+        }
+        if (m == -std::numeric_limits<A>::infinity()) m = 0;  // an all -inf row stays finite below
+        A s = 0;
+        for (int64_t j = 0; j < n; ++j) s += std::exp(buf[static_cast<size_t>(j)] - m);
+        if (log_out) {
+          A lse = m + std::log(s);
+          for (int64_t j = 0; j < n; ++j) store(q + j * inner, buf[static_cast<size_t>(j)] - lse);
+        } else {
+          A inv = A(1) / s;
+          for (int64_t j = 0; j < n; ++j) store(q + j * inner, std::exp(buf[static_cast<size_t>(j)] - m) * inv);
+        }
+      }
+    });
+  });
+}
+
+void softmax_backward_kernel(const KernelCall& c) {
+  Tensor y = as_contiguous(c.input(0)), gy = as_contiguous(c.input(1));
+  Tensor& gx = c.output(0);
+  bool from_log = c.op == OpId::log_softmax_backward;
+  Around A3 = around(y, c.attrs.dim.dim);
+  dispatch_floating(y.dtype(), op_name(c.op), [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    using A = acc_t<scalar_t>;
+    const scalar_t* Y = static_cast<const scalar_t*>(y.data_ptr());
+    const scalar_t* G = static_cast<const scalar_t*>(gy.data_ptr());
+    scalar_t* O = static_cast<scalar_t*>(gx.data_ptr());
+    int64_t n = A3.n, inner = A3.inner;
+    parallel_for(A3.outer * inner, 4 * n, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        int64_t base = (r / inner) * n * inner + r % inner;
+        A dot = 0;
+        if (from_log) {  // gx = gy - softmax * sum(gy)
+          for (int64_t j = 0; j < n; ++j) dot += load(G + base + j * inner);
+          for (int64_t j = 0; j < n; ++j) {
+            int64_t k = base + j * inner;
+            store(O + k, load(G + k) - std::exp(load(Y + k)) * dot);
+          }
+        } else {  // gx = y * (gy - sum(gy * y))
+          for (int64_t j = 0; j < n; ++j) dot += load(G + base + j * inner) * load(Y + base + j * inner);
+          for (int64_t j = 0; j < n; ++j) {
+            int64_t k = base + j * inner;
+            store(O + k, load(Y + k) * (load(G + k) - dot));
+          }
+        }
+      }
+    });
+  });
+}
+
+void cross_entropy_kernel(const KernelCall& c) {
+  Tensor logits = as_contiguous(c.input(0)), target = as_contiguous(c.input(1));
+  Tensor &loss = c.output(0), &lse_out = c.output(1);
+  const CrossEntropyAttrs& a = c.attrs.cross_entropy;
+  int64_t N = logits.size(0), V = logits.size(1);
+  dispatch_floating(logits.dtype(), "cross_entropy", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    using A = acc_t<scalar_t>;
+    dispatch_index(target.dtype(), "cross_entropy", [&](auto itag_) {
+    using index_t = decltype(itag_);
+      const scalar_t* L = static_cast<const scalar_t*>(logits.data_ptr());
+      const index_t* T = static_cast<const index_t*>(target.data_ptr());
+      A* lse = static_cast<A*>(lse_out.data_ptr());
+      // Check every target first so a bad one is reported before any work.
+      for (int64_t i = 0; i < N; ++i) {
+        int64_t t = T[i];
+        MODU_CHECK(t == a.ignore_index || (t >= 0 && t < V), "cross_entropy: target ", t, " at row ", i,
+                   " is outside [0, ", V, ") and is not the ignore_index ", a.ignore_index);
+      }
+      std::vector<double> row_loss(static_cast<size_t>(N), 0.0);
+      parallel_for(N, 3 * V, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const scalar_t* p = L + i * V;
+          A m = -std::numeric_limits<A>::infinity();
+          for (int64_t j = 0; j < V; ++j) m = std::max(m, load(p + j));
+          A s = 0;
+#pragma omp simd reduction(+ : s)
+          for (int64_t j = 0; j < V; ++j) s += std::exp(load(p + j) - m);
+          lse[i] = m + std::log(s);
+          int64_t t = T[i];
+          if (t != a.ignore_index) row_loss[static_cast<size_t>(i)] = static_cast<double>(lse[i] - load(p + t));
+        }
+      });
+      double total = 0;
+      int64_t counted = 0;
+      for (int64_t i = 0; i < N; ++i)
+        if (T[i] != a.ignore_index) total += row_loss[static_cast<size_t>(i)], ++counted;
+      double value = a.mean ? (counted ? total / static_cast<double>(counted) : NAN) : total;
+      store(static_cast<scalar_t*>(loss.data_ptr()), static_cast<A>(value));
+    });
+  });
+}
+
+void cross_entropy_backward_kernel(const KernelCall& c) {
+  Tensor logits = as_contiguous(c.input(0)), target = as_contiguous(c.input(1));
+  Tensor lse_t = as_contiguous(c.input(2));
+  double g = read_element(c.input(3), 0);
+  Tensor& gl = c.output(0);
+  const CrossEntropyAttrs& a = c.attrs.cross_entropy;
+  int64_t N = logits.size(0), V = logits.size(1);
+  dispatch_floating(logits.dtype(), "cross_entropy_backward", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    using A = acc_t<scalar_t>;
+    dispatch_index(target.dtype(), "cross_entropy_backward", [&](auto itag_) {
+    using index_t = decltype(itag_);
+      const scalar_t* L = static_cast<const scalar_t*>(logits.data_ptr());
+      const index_t* T = static_cast<const index_t*>(target.data_ptr());
+      const A* lse = static_cast<const A*>(lse_t.data_ptr());
+      scalar_t* G = static_cast<scalar_t*>(gl.data_ptr());
+      int64_t counted = 0;
+      for (int64_t i = 0; i < N; ++i) counted += T[i] != a.ignore_index;
+      A scale = A(a.mean ? (counted ? g / static_cast<double>(counted) : 0.0) : g);
+      parallel_for(N, 2 * V, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) {
+          const scalar_t* p = L + i * V;
+          scalar_t* q = G + i * V;
+          int64_t t = T[i];
+          if (t == a.ignore_index) {
+            for (int64_t j = 0; j < V; ++j) store(q + j, A(0));
+            continue;
+          }
+          A l = lse[i];
+          for (int64_t j = 0; j < V; ++j) store(q + j, std::exp(load(p + j) - l) * scale);
+          store(q + t, load(q + t) - scale);
+        }
+      });
+    });
+  });
+}
+
+// Sums per-thread partial parameter gradients: partial is (threads, C).
+template <class A>
+struct ParamGradBuffers {
+  int threads;
+  int64_t C;
+  std::vector<A> gw, gb;
+  ParamGradBuffers(int64_t c) : threads(max_threads()), C(c), gw(static_cast<size_t>(threads * c), A(0)),
+                                gb(static_cast<size_t>(threads * c), A(0)) {}
+  A* w(int t) { return gw.data() + t * C; }
+  A* b(int t) { return gb.data() + t * C; }
+  template <class T>
+  void reduce_into(T* out_w, T* out_b) {
+    for (int64_t k = 0; k < C; ++k) {
+      A sw = 0, sb = 0;
+      for (int t = 0; t < threads; ++t) sw += gw[static_cast<size_t>(t * C + k)], sb += gb[static_cast<size_t>(t * C + k)];
+      if (out_w) store(out_w + k, sw);
+      if (out_b) store(out_b + k, sb);
+    }
+  }
+};
+
+void layer_norm_kernel(const KernelCall& c) {
+  Tensor x = as_contiguous(c.input(0)), w = as_contiguous(c.input(1));
+  bool rms = c.op == OpId::rms_norm;
+  Tensor b = rms ? Tensor() : as_contiguous(c.input(2));
+  int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  double eps = c.attrs.norm.eps;
+  dispatch_floating(x.dtype(), op_name(c.op), [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    using A = acc_t<scalar_t>;
+    const scalar_t* X = static_cast<const scalar_t*>(x.data_ptr());
+    const scalar_t* W = static_cast<const scalar_t*>(w.data_ptr());
+    const scalar_t* B = rms ? nullptr : static_cast<const scalar_t*>(b.data_ptr());
+    scalar_t* Y = static_cast<scalar_t*>(c.output(0).data_ptr());
+    A* mean_out = rms ? nullptr : static_cast<A*>(c.output(1).data_ptr());
+    A* rstd_out = static_cast<A*>(c.output(rms ? 1 : 2).data_ptr());
+    parallel_for(rows, 4 * C, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* p = X + r * C;
+        scalar_t* q = Y + r * C;
+        A m = 0;
+        if (!rms) {
+#pragma omp simd reduction(+ : m)
+          for (int64_t j = 0; j < C; ++j) m += load(p + j);
+          m /= A(C);
+        }
+        A v = 0;
+#pragma omp simd reduction(+ : v)
+        for (int64_t j = 0; j < C; ++j) {
+          A d = load(p + j) - m;
+          v += d * d;
+        }
+        A rstd = A(1) / std::sqrt(v / A(C) + A(eps));
+        if (mean_out) mean_out[r] = m;
+        rstd_out[r] = rstd;
+        if (rms) {
+          for (int64_t j = 0; j < C; ++j) store(q + j, load(p + j) * rstd * load(W + j));
+        } else {
+          for (int64_t j = 0; j < C; ++j) store(q + j, (load(p + j) - m) * rstd * load(W + j) + load(B + j));
+        }
+      }
+    });
+  });
+}
+
+void layer_norm_backward_kernel(const KernelCall& c) {
+  bool rms = c.op == OpId::rms_norm_backward;
+  Tensor gy = as_contiguous(c.input(0)), x = as_contiguous(c.input(1)), w = as_contiguous(c.input(2));
+  Tensor mean_t = rms ? Tensor() : as_contiguous(c.input(3));
+  Tensor rstd_t = as_contiguous(c.input(rms ? 3 : 4));
+  int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  dispatch_floating(x.dtype(), op_name(c.op), [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    using A = acc_t<scalar_t>;
+    const scalar_t* GY = static_cast<const scalar_t*>(gy.data_ptr());
+    const scalar_t* X = static_cast<const scalar_t*>(x.data_ptr());
+    const scalar_t* W = static_cast<const scalar_t*>(w.data_ptr());
+    const A* MEAN = rms ? nullptr : static_cast<const A*>(mean_t.data_ptr());
+    const A* RSTD = static_cast<const A*>(rstd_t.data_ptr());
+    scalar_t* GX = static_cast<scalar_t*>(c.output(0).data_ptr());
+    ParamGradBuffers<A> pg(C);
+    int nthreads = rows * C * 6 < kGrain ? 1 : pg.threads;
+#pragma omp parallel num_threads(nthreads)
+    {
+      int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+      int64_t r0 = rows * tid / nt, r1 = rows * (tid + 1) / nt;
+      A* gw = pg.w(tid);
+      A* gb = pg.b(tid);
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* g = GY + r * C;
+        const scalar_t* p = X + r * C;
+        A m = rms ? A(0) : MEAN[r], rstd = RSTD[r];
+        A sum_dyw = 0, sum_dyw_xhat = 0;
+        for (int64_t j = 0; j < C; ++j) {
+          A xhat = (load(p + j) - m) * rstd;
+          A gj = load(g + j);
+          A dyw = gj * load(W + j);
+          sum_dyw += dyw;
+          sum_dyw_xhat += dyw * xhat;
+          gw[j] += gj * xhat;
+          gb[j] += gj;
+        }
+        A mean_dyw = rms ? A(0) : sum_dyw / A(C), mean_dyw_xhat = sum_dyw_xhat / A(C);
+        scalar_t* q = GX + r * C;
+        for (int64_t j = 0; j < C; ++j) {
+          A xhat = (load(p + j) - m) * rstd;
+          A dyw = load(g + j) * load(W + j);
+          store(q + j, rstd * (dyw - mean_dyw - xhat * mean_dyw_xhat));
+        }
+      }
+    }
+    pg.reduce_into(static_cast<scalar_t*>(c.output(1).data_ptr()),
+                   rms ? static_cast<scalar_t*>(nullptr) : static_cast<scalar_t*>(c.output(2).data_ptr()));
+  });
+}
+
+void group_norm_kernel(const KernelCall& c) {
+  Tensor x = as_contiguous(c.input(0)), w = as_contiguous(c.input(1)), b = as_contiguous(c.input(2));
+  int64_t N = x.size(0), C = x.size(1), G = c.attrs.norm.groups;
+  int64_t S = x.numel() / std::max<int64_t>(N * C, 1), Cg = C / G, len = Cg * S;
+  double eps = c.attrs.norm.eps;
+  dispatch_floating(x.dtype(), "group_norm", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    using A = acc_t<scalar_t>;
+    const scalar_t* X = static_cast<const scalar_t*>(x.data_ptr());
+    const scalar_t* W = static_cast<const scalar_t*>(w.data_ptr());
+    const scalar_t* B = static_cast<const scalar_t*>(b.data_ptr());
+    scalar_t* Y = static_cast<scalar_t*>(c.output(0).data_ptr());
+    A* MEAN = static_cast<A*>(c.output(1).data_ptr());
+    A* RSTD = static_cast<A*>(c.output(2).data_ptr());
+    parallel_for(N * G, 4 * len, [&](int64_t b0, int64_t b1) {
+      for (int64_t ng = b0; ng < b1; ++ng) {
+        const scalar_t* p = X + ng * len;
+        A m = 0;
+        for (int64_t k = 0; k < len; ++k) m += load(p + k);
+        m /= A(len);
+        A v = 0;
+        for (int64_t k = 0; k < len; ++k) {
+          A d = load(p + k) - m;
+          v += d * d;
+        }
+        A rstd = A(1) / std::sqrt(v / A(len) + A(eps));
+        MEAN[ng] = m;
+        RSTD[ng] = rstd;
+        int64_t g = ng % G;
+        scalar_t* q = Y + ng * len;
+        for (int64_t cc = 0; cc < Cg; ++cc) {
+          int64_t ch = g * Cg + cc;
+          A wc = load(W + ch), bc = load(B + ch);
+          for (int64_t s = 0; s < S; ++s) {
+            int64_t k = cc * S + s;
+            store(q + k, (load(p + k) - m) * rstd * wc + bc);
+          }
+        }
+      }
+    });
+  });
+}
+
+void group_norm_backward_kernel(const KernelCall& c) {
+  Tensor gy = as_contiguous(c.input(0)), x = as_contiguous(c.input(1)), w = as_contiguous(c.input(2));
+  Tensor mean_t = as_contiguous(c.input(3)), rstd_t = as_contiguous(c.input(4));
+  int64_t N = x.size(0), C = x.size(1), G = c.attrs.norm.groups;
+  int64_t S = x.numel() / std::max<int64_t>(N * C, 1), Cg = C / G, len = Cg * S;
+  dispatch_floating(x.dtype(), "group_norm_backward", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    using A = acc_t<scalar_t>;
+    const scalar_t* GY = static_cast<const scalar_t*>(gy.data_ptr());
+    const scalar_t* X = static_cast<const scalar_t*>(x.data_ptr());
+    const scalar_t* W = static_cast<const scalar_t*>(w.data_ptr());
+    const A* MEAN = static_cast<const A*>(mean_t.data_ptr());
+    const A* RSTD = static_cast<const A*>(rstd_t.data_ptr());
+    scalar_t* GX = static_cast<scalar_t*>(c.output(0).data_ptr());
+    // Parameter gradients: sequential over (n, g) blocks per channel (small); gx per block in parallel.
+    std::vector<A> gw(static_cast<size_t>(C), A(0)), gb(static_cast<size_t>(C), A(0));
+    for (int64_t ng = 0; ng < N * G; ++ng) {
+      int64_t g = ng % G;
+      for (int64_t cc = 0; cc < Cg; ++cc) {
+        int64_t ch = g * Cg + cc;
+        for (int64_t s = 0; s < S; ++s) {
+          int64_t k = ng * len + cc * S + s;
+          A gj = load(GY + k);
+          gw[static_cast<size_t>(ch)] += gj * (load(X + k) - MEAN[ng]) * RSTD[ng];
+          gb[static_cast<size_t>(ch)] += gj;
+        }
+      }
+    }
+    parallel_for(N * G, 6 * len, [&](int64_t b0, int64_t b1) {
+      for (int64_t ng = b0; ng < b1; ++ng) {
+        int64_t g = ng % G;
+        A m = MEAN[ng], rstd = RSTD[ng], sum_dyw = 0, sum_dyw_xhat = 0;
+        for (int64_t cc = 0; cc < Cg; ++cc) {
+          A wc = load(W + g * Cg + cc);
+          for (int64_t s = 0; s < S; ++s) {
+            int64_t k = ng * len + cc * S + s;
+            A dyw = load(GY + k) * wc;
+            sum_dyw += dyw;
+            sum_dyw_xhat += dyw * (load(X + k) - m) * rstd;
+          }
+        }
+        A mean_dyw = sum_dyw / A(len), mean_dyw_xhat = sum_dyw_xhat / A(len);
+        for (int64_t cc = 0; cc < Cg; ++cc) {
+          A wc = load(W + g * Cg + cc);
+          for (int64_t s = 0; s < S; ++s) {
+            int64_t k = ng * len + cc * S + s;
+            A xhat = (load(X + k) - m) * rstd;
+            store(GX + k, rstd * (load(GY + k) * wc - mean_dyw - xhat * mean_dyw_xhat));
+          }
+        }
+      }
+    });
+    scalar_t* GW = static_cast<scalar_t*>(c.output(1).data_ptr());
+    scalar_t* GB = static_cast<scalar_t*>(c.output(2).data_ptr());
+    for (int64_t k = 0; k < C; ++k) store(GW + k, gw[static_cast<size_t>(k)]), store(GB + k, gb[static_cast<size_t>(k)]);
+  });
+}
+
+}  // namespace
+
+void register_nn_kernels(KernelRegistry& r) {
+  for (OpId op : {OpId::softmax, OpId::log_softmax}) r.set(DeviceType::CPU, op, softmax_kernel, kFloatTypes);
+  for (OpId op : {OpId::softmax_backward, OpId::log_softmax_backward})
+    r.set(DeviceType::CPU, op, softmax_backward_kernel, kFloatTypes);
+  r.set(DeviceType::CPU, OpId::cross_entropy, cross_entropy_kernel, kFloatTypes);
+  r.set(DeviceType::CPU, OpId::cross_entropy_backward, cross_entropy_backward_kernel, kFloatTypes);
+  for (OpId op : {OpId::layer_norm, OpId::rms_norm}) r.set(DeviceType::CPU, op, layer_norm_kernel, kFloatTypes);
+  for (OpId op : {OpId::layer_norm_backward, OpId::rms_norm_backward})
+    r.set(DeviceType::CPU, op, layer_norm_backward_kernel, kFloatTypes);
+  r.set(DeviceType::CPU, OpId::group_norm, group_norm_kernel, kFloatTypes);
+  r.set(DeviceType::CPU, OpId::group_norm_backward, group_norm_backward_kernel, kFloatTypes);
+}
+
+}  // namespace modu::cpu

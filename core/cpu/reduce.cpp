@@ -1,0 +1,173 @@
+// core/cpu/reduce.cpp — CPU reductions: sum, mean, var (over any set of dims) and max/argmax (one dim).
+//
+// Plan: a reduction whose reduced dims lead and kept dims trail a contiguous input is a column
+// reduction (bias gradients, sum_to_shape) and runs without a copy; every other case is brought to
+// "kept dims, then reduced dims" contiguous order (a copy only when the layout differs) and reduced
+// row by row. Accumulation is in acc_t (f32 for 16-bit floats) with SIMD partial sums.
+#include <cmath>
+#include <limits>
+
+#include "core/cpu/kernels.h"
+#include "core/cpu/loops.h"
+
+namespace modu::cpu {
+
+namespace {
+
+struct Layout {
+  Tensor rows;        // contiguous, (outer, inner) in row-major order, or the original for column mode
+  int64_t outer = 1;  // number of outputs
+  int64_t inner = 1;  // elements reduced per output
+  bool column = false;
+};
+
+Layout plan(const Tensor& x, uint32_t mask) {
+  Layout L;
+  int nd = x.dim();
+  auto reduced = [&](int d) { return mask == 0 || (mask & (1u << d)); };
+  for (int d = 0; d < nd; ++d) (reduced(d) ? L.inner : L.outer) *= x.size(d);
+  // Column mode: reduced dims form a prefix and the input is contiguous.
+  int first_kept = 0;
+  while (first_kept < nd && reduced(first_kept)) ++first_kept;
+  bool prefix = true;
+  for (int d = first_kept; d < nd; ++d) prefix = prefix && !reduced(d);
+  if (prefix && first_kept > 0 && first_kept < nd && x.is_contiguous()) {
+    L.rows = x;
+    L.column = true;
+    return L;
+  }
+  // Row mode: permute kept dims first, reduced dims last.
+  Dims shape, strides;
+  for (int d = 0; d < nd; ++d)
+    if (!reduced(d)) shape.push_back(x.size(d)), strides.push_back(x.stride(d));
+  for (int d = 0; d < nd; ++d)
+    if (reduced(d)) shape.push_back(x.size(d)), strides.push_back(x.stride(d));
+  Tensor permuted = Tensor::make_view(x.storage(), shape, strides, x.offset(), x.dtype());
+  L.rows = as_contiguous(permuted);
+  return L;
+}
+
+template <class T>
+acc_t<T> row_sum(const T* p, int64_t n) {
+  using A = acc_t<T>;
+  A acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = 0; i < n; ++i) acc += load(p + i);
+  return acc;
+}
+
+void sum_mean_kernel(const KernelCall& c) {
+  const Tensor& x = c.input(0);
+  Tensor& y = c.output(0);
+  bool is_mean = c.op == OpId::mean;
+  Layout L = plan(x, c.attrs.reduce.dims_mask);
+  dispatch_all(x.dtype(), op_name(c.op), [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    if constexpr (std::is_same_v<scalar_t, bool>) {
+      MODU_FAIL(op_name(c.op), ": bool tensors cannot be summed; cast to an integer type");
+    } else {
+      using A = acc_t<scalar_t>;
+      const scalar_t* in = static_cast<const scalar_t*>(L.rows.data_ptr());
+      scalar_t* out = static_cast<scalar_t*>(y.data_ptr());
+      A scale = is_mean ? A(1) / A(L.inner > 0 ? L.inner : 1) : A(1);
+      if (L.inner == 0) {
+        for (int64_t o = 0; o < L.outer; ++o) store(out + o, is_mean ? A(NAN) : A(0));
+        return;
+      }
+      if (L.column) {
+        int64_t R = L.inner, K = L.outer;
+        parallel_for(K, R, [&](int64_t k0, int64_t k1) {
+          std::vector<A> acc(static_cast<size_t>(k1 - k0), A(0));
+          for (int64_t r = 0; r < R; ++r) {
+            const scalar_t* row = in + r * K;
+            A* a = acc.data();
+#pragma omp simd
+            for (int64_t k = k0; k < k1; ++k) a[k - k0] += load(row + k);
+          }
+          for (int64_t k = k0; k < k1; ++k) store(out + k, acc[static_cast<size_t>(k - k0)] * scale);
+        });
+        return;
+      }
+      parallel_for(L.outer, L.inner, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o) store(out + o, row_sum(in + o * L.inner, L.inner) * scale);
+      });
+    }
+  });
+}
+
+void var_kernel(const KernelCall& c) {
+  const Tensor& x = c.input(0);
+  Tensor& y = c.output(0);
+  Layout L = plan(x, c.attrs.reduce.dims_mask);
+  if (L.column) L.rows = contiguous_copy(Tensor::make_view(x.storage(), Dims{L.outer, L.inner},
+                                                           Dims{1, L.outer}, x.offset(), x.dtype()));
+  double denom = static_cast<double>(L.inner - c.attrs.reduce.correction);
+  dispatch_floating(x.dtype(), "var", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    using A = acc_t<scalar_t>;
+    const scalar_t* in = static_cast<const scalar_t*>(L.rows.data_ptr());
+    scalar_t* out = static_cast<scalar_t*>(y.data_ptr());
+    parallel_for(L.outer, 2 * L.inner, [&](int64_t o0, int64_t o1) {
+      for (int64_t o = o0; o < o1; ++o) {
+        const scalar_t* p = in + o * L.inner;
+        A m = L.inner ? row_sum(p, L.inner) / A(L.inner) : A(0);
+        A ss = 0;
+#pragma omp simd reduction(+ : ss)
+        for (int64_t i = 0; i < L.inner; ++i) {
+          A d = load(p + i) - m;
+          ss += d * d;
+        }
+        store(out + o, denom > 0 ? ss / A(denom) : A(NAN));
+      }
+    });
+  });
+}
+
+void max_kernel(const KernelCall& c) {
+  const Tensor x = as_contiguous(c.input(0));
+  int d = c.attrs.dim.dim;
+  int64_t n = x.size(d), outer = 1, inner = 1;
+  for (int k = 0; k < d; ++k) outer *= x.size(k);
+  for (int k = d + 1; k < x.dim(); ++k) inner *= x.size(k);
+  bool want_values = c.op == OpId::max;
+  int64_t* idx_out = static_cast<int64_t*>(c.output(want_values ? 1 : 0).data_ptr());
+  dispatch_all(x.dtype(), op_name(c.op), [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    using A = acc_t<scalar_t>;
+    const scalar_t* in = static_cast<const scalar_t*>(x.data_ptr());
+    scalar_t* val_out = want_values ? static_cast<scalar_t*>(c.output(0).data_ptr()) : nullptr;
+    parallel_for(outer * inner, n, [&](int64_t b, int64_t e) {
+      for (int64_t oi = b; oi < e; ++oi) {
+        int64_t o = oi / inner, i = oi % inner;
+        const scalar_t* p = in + o * n * inner + i;
+        A best = load(p);
+        int64_t arg = 0;
+        for (int64_t j = 1; j < n; ++j) {
+          A v = load(p + j * inner);
+          if constexpr (std::is_floating_point_v<A>) {
+            if (best != best) break;  // NaN wins and stays
+            if (v > best || v != v) best = v, arg = j;
+          } else {
+            if (v > best) best = v, arg = j;
+          }
+        }
+        idx_out[oi] = arg;
+        if (val_out) store(val_out + oi, best);
+      }
+    });
+  });
+}
+
+}  // namespace
+
+void register_reduce_kernels(KernelRegistry& r) {
+  constexpr DTypeSet kNumeric{DType::F32, DType::F64, DType::BF16, DType::F16,
+                              DType::I32, DType::I64, DType::U8};
+  r.set(DeviceType::CPU, OpId::sum, sum_mean_kernel, kNumeric);
+  r.set(DeviceType::CPU, OpId::mean, sum_mean_kernel, kFloatTypes);
+  r.set(DeviceType::CPU, OpId::var, var_kernel, kFloatTypes);
+  r.set(DeviceType::CPU, OpId::max, max_kernel, kNumeric);
+  r.set(DeviceType::CPU, OpId::argmax, max_kernel, kNumeric);
+}
+
+}  // namespace modu::cpu

@@ -1,0 +1,160 @@
+// core/ops/dispatch.cpp — op metadata (from op_table.def), the kernel registry and dispatch().
+#include "core/ops/dispatch.h"
+
+#include <string>
+
+#include "core/ops/shape_rules.h"
+
+namespace modu {
+
+namespace {
+constexpr OpInfo kOpInfo[] = {
+#define MODU_OP(name, kind, n_in, n_out, attrs) {#name, OpKind::kind, n_in, n_out},
+#include "core/ops/op_table.def"
+#undef MODU_OP
+};
+static_assert(sizeof(kOpInfo) / sizeof(kOpInfo[0]) == kNumOps);
+
+RecordFn g_recorder = nullptr;
+thread_local bool t_grad_mode = true;
+thread_local InputObserver t_observer = nullptr;
+thread_local void* t_observer_ctx = nullptr;
+
+const char* device_type_name(DeviceType t) { return t == DeviceType::CPU ? "CPU" : "CUDA"; }
+
+std::string dtype_list(DTypeSet set) {
+  std::string s;
+  for (int i = 0; i < kNumDTypes; ++i) {
+    if (set.has(static_cast<DType>(i))) {
+      if (!s.empty()) s += ", ";
+      s += dtype_name(static_cast<DType>(i));
+    }
+  }
+  return s.empty() ? "none" : s;
+}
+
+// The dtype that selects a kernel: input 0's, except where input 0 is a mask or index.
+DType kernel_dtype(OpId op, const OpAttrs& attrs, std::span<const Tensor* const> in) {
+  if (in.empty()) return attrs.factory.dtype;
+  if (op == OpId::where) return in[1]->dtype();
+  return in[0]->dtype();
+}
+
+void run_kernel(OpId op, const OpAttrs& attrs, Device device, std::span<const Tensor* const> in,
+                std::span<Tensor> out) {
+  const KernelRegistry& reg = KernelRegistry::instance();
+  const KernelEntry& k = reg.get(device.type, op);
+  DType dt = kernel_dtype(op, attrs, in);
+  if (!k.fn || !k.dtypes.has(dt)) [[unlikely]] {
+    if (!k.fn) {
+      MODU_FAIL("op '", op_name(op), "' has no ", device_type_name(device.type), " kernel",
+                device.is_cuda() ? " yet (tests/core/op_coverage lists the CUDA gaps)" : "");
+    }
+    MODU_FAIL("op '", op_name(op), "' has no ", device_type_name(device.type), " kernel for ",
+              dtype_name(dt), " (supported: ", dtype_list(k.dtypes), "); convert with .to(dtype)");
+  }
+  k.fn(KernelCall{op, attrs, in, out});
+}
+}  // namespace
+
+const OpInfo& op_info(OpId op) { return kOpInfo[static_cast<int>(op)]; }
+
+KernelRegistry::KernelRegistry() {
+  register_cpu_kernels(*this);
+#ifdef MODU_WITH_CUDA
+  register_cuda_kernels(*this);
+#endif
+}
+
+KernelRegistry& KernelRegistry::instance() {
+  static KernelRegistry* reg = new KernelRegistry();
+  return *reg;
+}
+
+void KernelRegistry::set(DeviceType device, OpId op, Kernel fn, DTypeSet dtypes) {
+  table_[static_cast<int>(device)][static_cast<int>(op)] = KernelEntry{fn, dtypes};
+}
+
+DispatchCounters& dispatch_counters() {
+  static DispatchCounters* c = new DispatchCounters();
+  return *c;
+}
+
+void set_tape_recorder(RecordFn fn) { g_recorder = fn; }
+bool grad_mode_enabled() { return t_grad_mode; }
+void set_grad_mode(bool enabled) { t_grad_mode = enabled; }
+void set_input_observer(InputObserver fn, void* ctx) {
+  t_observer = fn;
+  t_observer_ctx = ctx;
+}
+
+void dispatch(OpId op, const OpAttrs& attrs, std::span<const Tensor* const> in, std::span<Tensor> out) {
+  const OpInfo& info = op_info(op);
+  MODU_CHECK(info.n_in < 0 || static_cast<int>(in.size()) == info.n_in, op_name(op), ": expected ",
+             int(info.n_in), " inputs, got ", in.size());
+  MODU_CHECK(info.n_out < 0 || static_cast<int>(out.size()) == info.n_out, op_name(op), ": expected ",
+             int(info.n_out), " outputs, got ", out.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    MODU_CHECK(in[i] != nullptr && in[i]->defined(), op_name(op), ": input ", i, " is undefined");
+  }
+  Device device = in.empty() ? attrs.factory.device : in[0]->device();
+  if (op != OpId::to_device) {
+    for (size_t i = 1; i < in.size(); ++i) {
+      MODU_CHECK(in[i]->device() == device, op_name(op), ": inputs are on different devices (input 0 ",
+                 describe(*in[0]), ", input ", i, " ", describe(*in[i]),
+                 "); move them with .to(device) first");
+    }
+  }
+  if (t_observer) t_observer(t_observer_ctx, op, in);
+
+  switch (info.kind) {
+    case OpKind::View:
+      make_view_outputs(op, attrs, in, out);
+      break;
+    case OpKind::InPlace: {
+      const Tensor& dst = *in[0];
+      MODU_CHECK(!(t_grad_mode && dst.requires_grad()), op_name(op),
+                 ": in-place update of a tensor that requires grad (", describe(dst),
+                 "); do it under NoGradGuard (optimizer steps, initialisation) or use the out-of-place op");
+      check_inplace_args(op, attrs, in);
+      out[0] = dst;
+      run_kernel(op, attrs, device, in, out);
+      dst.storage()->bump_version();
+      if (op == OpId::adamw_) {  // m and v are written too
+        in[2]->storage()->bump_version();
+        in[3]->storage()->bump_version();
+      }
+      break;
+    }
+    case OpKind::Compute:
+    case OpKind::Factory: {
+      OutputSpec specs[kMaxDims];
+      MODU_CHECK(out.size() <= static_cast<size_t>(kMaxDims), op_name(op), ": too many outputs");
+      infer_outputs(op, attrs, in, std::span<OutputSpec>(specs, out.size()));
+      Device out_device = op == OpId::to_device ? attrs.device.device : device;
+      for (size_t i = 0; i < out.size(); ++i) out[i] = Tensor::empty(specs[i].shape, specs[i].dtype, out_device);
+      // A copy between devices runs on the accelerator's backend, which knows both memories.
+      Device kernel_device = op == OpId::to_device && out_device.is_cuda() ? out_device : device;
+      run_kernel(op, attrs, kernel_device, in, out);
+      break;
+    }
+  }
+  ++dispatch_counters().calls[static_cast<int>(device.type)][static_cast<int>(op)];
+
+  if (t_grad_mode && g_recorder && info.kind != OpKind::Factory && info.kind != OpKind::InPlace) {
+    for (const Tensor* t : in) {
+      if (t->requires_grad()) {
+        g_recorder(op, attrs, in, out);
+        break;
+      }
+    }
+  }
+}
+
+Tensor dispatch1(OpId op, const OpAttrs& attrs, std::span<const Tensor* const> in) {
+  Tensor out;
+  dispatch(op, attrs, in, std::span<Tensor>(&out, 1));
+  return out;
+}
+
+}  // namespace modu

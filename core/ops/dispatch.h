@@ -1,0 +1,110 @@
+// core/ops/dispatch.h — the one path every op takes: check, infer shapes, allocate, run the kernel of
+// the inputs' backend, then let autograd (if linked and enabled) record the op.
+//
+// Invariants:
+//  - Kernels never allocate their outputs; the dispatcher allocates contiguous outputs from the shape
+//    rule (core/ops/shape_rules.cpp) before the call, except for View ops (aliases) and InPlace ops.
+//  - One uniform kernel signature per backend: void(const KernelCall&).
+//  - All inputs of an op live on one device (to_device is the only exception).
+//  - The recorder hook is set by autograd; core never looks inside a tape node.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+
+#include "core/ops/op_attrs.h"
+#include "core/tensor.h"
+
+namespace modu {
+
+struct KernelCall {
+  OpId op;
+  const OpAttrs& attrs;
+  std::span<const Tensor* const> in;
+  std::span<Tensor> out;
+
+  const Tensor& input(int i) const { return *in[i]; }
+  Tensor& output(int i) const { return out[i]; }
+};
+
+using Kernel = void (*)(const KernelCall&);
+
+struct KernelEntry {
+  Kernel fn = nullptr;
+  DTypeSet dtypes;  // dtypes of the input that selects the kernel (input 0, or output 0 for factories)
+};
+
+class KernelRegistry {
+ public:
+  static KernelRegistry& instance();
+  void set(DeviceType device, OpId op, Kernel fn, DTypeSet dtypes);
+  const KernelEntry& get(DeviceType device, OpId op) const {
+    return table_[static_cast<int>(device)][static_cast<int>(op)];
+  }
+  bool has(DeviceType device, OpId op) const { return get(device, op).fn != nullptr; }
+  bool supports(DeviceType device, OpId op, DType dtype) const {
+    const KernelEntry& e = get(device, op);
+    return e.fn && e.dtypes.has(dtype);
+  }
+
+ private:
+  KernelRegistry();
+  std::array<std::array<KernelEntry, kNumOps>, kNumDeviceTypes> table_{};
+};
+
+// Backends register their kernels from these (called once, by KernelRegistry's constructor).
+void register_cpu_kernels(KernelRegistry& registry);
+#ifdef MODU_WITH_CUDA
+void register_cuda_kernels(KernelRegistry& registry);
+#endif
+
+// Runs `op`. `out` must have room for the op's outputs (its size is the output count for variadic ops).
+void dispatch(OpId op, const OpAttrs& attrs, std::span<const Tensor* const> in, std::span<Tensor> out);
+
+// Convenience for the common 1-output case.
+Tensor dispatch1(OpId op, const OpAttrs& attrs, std::span<const Tensor* const> in);
+
+// ---- the autograd hook ------------------------------------------------------------------------------
+// Called after an op ran when grad mode is on and an input requires grad.
+using RecordFn = void (*)(OpId op, const OpAttrs& attrs, std::span<const Tensor* const> in,
+                          std::span<Tensor> out);
+void set_tape_recorder(RecordFn fn);
+
+// Grad mode (thread-local). NoGradGuard turns recording off in a scope.
+bool grad_mode_enabled();
+void set_grad_mode(bool enabled);
+class NoGradGuard {
+ public:
+  NoGradGuard() : prev_(grad_mode_enabled()) { set_grad_mode(false); }
+  ~NoGradGuard() { set_grad_mode(prev_); }
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+class EnableGradGuard {
+ public:
+  EnableGradGuard() : prev_(grad_mode_enabled()) { set_grad_mode(true); }
+  ~EnableGradGuard() { set_grad_mode(prev_); }
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+// ---- observers (tests and profiling) --------------------------------------------------------------------
+// Per-op dispatch counters, per device type; op_coverage uses them to prove each op's kernel ran.
+struct DispatchCounters {
+  std::array<std::array<int64_t, kNumOps>, kNumDeviceTypes> calls{};
+};
+DispatchCounters& dispatch_counters();
+
+// A hook that sees every op's inputs (used by activation recomputation to learn which leaves a scope
+// reads). Thread-local; null when unset.
+using InputObserver = void (*)(void* ctx, OpId op, std::span<const Tensor* const> in);
+void set_input_observer(InputObserver fn, void* ctx);
+
+}  // namespace modu
