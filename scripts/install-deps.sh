@@ -20,7 +20,7 @@ packages=(
   # bundled real data (public-domain books): Jane Austen, Moby-Dick, Sherlock Holmes / Tom Sawyer
   r-cran-janeaustenr r-cran-tokenizers golang-github-pierrec-lz4-dev
   # python for the data preparation helpers and fixture tooling
-  python3
+  python3 python3-venv
 )
 
 missing=()

@@ -1,0 +1,166 @@
+// tests/core/test_autograd.cpp — the backward engine: accumulation rule, grad-ready hooks and their
+// order, saved-tensor version checks, no-grad scopes, retain_graph, detach, activation recomputation.
+#include <gtest/gtest.h>
+
+#include "autograd/autograd.h"
+#include "autograd/recompute.h"
+#include "core/ops/ops.h"
+#include "tests/core/op_cases.h"
+
+using namespace modu;
+
+namespace {
+Tensor param(const Dims& shape, uint64_t seed) {
+  Generator g(seed);
+  return normal(shape, 0, 1, g, DType::F64).set_requires_grad(true);
+}
+}  // namespace
+
+TEST(Autograd, LeafGradientsAccumulateAcrossBackwards) {
+  Tensor w = param(Dims{3}, 1);
+  Tensor x = Tensor::from_vector<double>({1, 2, 3}, Dims{3});
+  sum(mul(w, x)).backward();
+  EXPECT_EQ(w.grad().to_vector<double>(), (std::vector<double>{1, 2, 3}));
+  sum(mul(w, x)).backward();
+  EXPECT_EQ(w.grad().to_vector<double>(), (std::vector<double>{2, 4, 6}));
+  // A leaf used twice in one graph receives both contributions.
+  Tensor v = param(Dims{3}, 2);
+  sum(add(mul(v, x), v)).backward();
+  EXPECT_EQ(v.grad().to_vector<double>(), (std::vector<double>{2, 3, 4}));
+}
+
+TEST(Autograd, GradReadyHooksFireOncePerLeafInReverseOrder) {
+  Tensor w1 = param(Dims{4, 4}, 1), w2 = param(Dims{4, 4}, 2), w3 = param(Dims{4, 4}, 3);
+  std::vector<int> order;
+  autograd::register_grad_ready_hook(w1, [&](const Tensor&) { order.push_back(1); });
+  autograd::register_grad_ready_hook(w2, [&](const Tensor&) { order.push_back(2); });
+  autograd::register_grad_ready_hook(w3, [&](const Tensor& leaf) {
+    EXPECT_TRUE(leaf.grad().defined());  // the gradient is complete when the hook runs
+    order.push_back(3);
+  });
+  Tensor x = param(Dims{2, 4}, 4).detach();
+  Tensor h = tanh(matmul(x, w1));
+  h = tanh(matmul(h, w2));
+  h = matmul(h, w3);
+  sum(h).backward();
+  EXPECT_EQ(order, (std::vector<int>{3, 2, 1}));
+  for (auto* w : {&w1, &w2, &w3}) autograd::remove_grad_ready_hook(*w);
+}
+
+TEST(Autograd, HookWaitsForEveryUseOfALeaf) {
+  Tensor w = param(Dims{3}, 1);
+  double seen = 0;
+  autograd::register_grad_ready_hook(w, [&](const Tensor& leaf) { seen = sum(leaf.grad()).item(); });
+  Tensor a = mul(w, Tensor::full(Dims{3}, 2.0, DType::F64));
+  Tensor b = exp(mul(w, Tensor::zeros(Dims{3}, DType::F64)));  // d/dw = 0
+  Tensor c = mul(w, w);
+  sum(add(add(a, b), c)).backward();
+  double expected = 3 * 2.0 + 2 * sum(w).item();
+  EXPECT_NEAR(seen, expected, 1e-12);
+  autograd::remove_grad_ready_hook(w);
+}
+
+TEST(Autograd, InPlaceModificationOfSavedTensorIsReported) {
+  Tensor w = param(Dims{3}, 1);
+  Tensor x = Tensor::from_vector<double>({1, 2, 3}, Dims{3});
+  Tensor y = mul(w, x);  // saves x
+  x.add_(Tensor::ones(Dims{3}, DType::F64));
+  try {
+    sum(y).backward();
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("backward of 'mul'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("modified in place"), std::string::npos) << msg;
+  }
+  // The engine recovers: a fresh graph works.
+  sum(mul(w, x)).backward();
+  EXPECT_EQ(w.grad().to_vector<double>(), (std::vector<double>{2, 3, 4}));
+}
+
+TEST(Autograd, NoGradDetachAndRetainGraph) {
+  Tensor w = param(Dims{3}, 1);
+  {
+    NoGradGuard g;
+    Tensor y = mul(w, w);
+    EXPECT_FALSE(y.requires_grad());
+  }
+  Tensor d = mul(w, w).detach();
+  EXPECT_FALSE(d.requires_grad());
+  EXPECT_TRUE(d.is_leaf());
+  Tensor y = sum(exp(w));
+  y.backward(Tensor(), /*retain_graph=*/true);
+  y.backward();
+  Tensor once = exp(w);
+  EXPECT_LT(test::relative_error(w.grad(), mul_scalar(once.detach(), 2.0)), 1e-12);
+  EXPECT_THROW(y.backward(), Error);  // the graph was freed by the second call
+  EXPECT_THROW(sum(mul(w.detach(), w.detach())).backward(), Error);  // nothing requires grad
+}
+
+TEST(Autograd, GraphIsFreedWithItsOutputs) {
+  int64_t before = autograd::live_nodes();
+  {
+    Tensor w = param(Dims{8, 8}, 1);
+    Tensor h = w;
+    for (int i = 0; i < 50; ++i) h = tanh(matmul(h, w));
+    EXPECT_GE(autograd::live_nodes() - before, 100);
+    sum(h).backward();
+  }
+  EXPECT_EQ(autograd::live_nodes(), before);
+}
+
+TEST(Autograd, GradientOfNonScalarNeedsExplicitSeed) {
+  Tensor w = param(Dims{2, 3}, 1);
+  Tensor y = mul_scalar(w, 3.0);
+  EXPECT_THROW(y.backward(), Error);
+  y.backward(Tensor::ones(Dims{2, 3}, DType::F64));
+  EXPECT_EQ(w.grad().to_vector<double>(), std::vector<double>(6, 3.0));
+}
+
+TEST(Recompute, SameGradientsAsStoredActivationsIncludingDropout) {
+  Tensor w1 = param(Dims{6, 6}, 1), w2 = param(Dims{6, 6}, 2);
+  Tensor x = param(Dims{4, 6}, 3);
+  Generator drop(99, stream_id("dropout"));
+  auto block = [&](const std::vector<Tensor>& in) {
+    Tensor h = gelu_tanh(matmul(in[0], w1));
+    h = dropout(h, 0.3, drop);
+    return std::vector<Tensor>{matmul(h, w2)};
+  };
+  Generator::State s = drop.state();
+  Tensor plain = block({x})[0];
+  sum(mul(plain, plain)).backward();
+  std::vector<double> g1 = w1.grad().to_vector<double>(), g2 = w2.grad().to_vector<double>(),
+                      gx = x.grad().to_vector<double>();
+  for (Tensor* t : {&w1, &w2, &x}) t->set_grad(Tensor());
+
+  drop.set_state(s);
+  int hooks = 0;
+  autograd::register_grad_ready_hook(w1, [&](const Tensor&) { ++hooks; });
+  Tensor ck = autograd::checkpoint(block, {x})[0];
+  EXPECT_EQ(ck.to_vector<double>(), plain.to_vector<double>());
+  // Use the random stream between forward and backward: the recomputation must not be affected.
+  normal(Dims{10}, 0, 1, drop);
+  sum(mul(ck, ck)).backward();
+  EXPECT_EQ(w1.grad().to_vector<double>(), g1);
+  EXPECT_EQ(w2.grad().to_vector<double>(), g2);
+  EXPECT_EQ(x.grad().to_vector<double>(), gx);
+  EXPECT_EQ(hooks, 1);
+  autograd::remove_grad_ready_hook(w1);
+}
+
+TEST(Recompute, ScopeStoresOnlyItsInputs) {
+  Tensor w = param(Dims{16, 16}, 1);
+  Tensor x = param(Dims{16, 16}, 2);
+  int64_t before = autograd::live_nodes();
+  Tensor y = autograd::checkpoint(
+      [&](const std::vector<Tensor>& in) {
+        Tensor h = in[0];
+        for (int i = 0; i < 20; ++i) h = tanh(matmul(h, w));
+        return std::vector<Tensor>{h};
+      },
+      {x})[0];
+  EXPECT_EQ(autograd::live_nodes() - before, 1);  // one node for the whole scope
+  sum(y).backward();
+  EXPECT_TRUE(w.grad().defined());
+  EXPECT_TRUE(x.grad().defined());
+}
