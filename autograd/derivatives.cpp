@@ -213,9 +213,18 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
       return;
     }
     case OpId::pow: {
+      // d/dx = e x^(e-1), taken as 0 where e == 0; d/de = x^e log x, taken as 0 where x == 0 and e >= 0
+      // (the limits; the plain formulas give 0 * inf there).
       const Tensor &x = in(0), &e = in(1);
-      if (n.next[0].defined()) gi[0] = reduce_to(mul(g, mul(e, pow(x, add_scalar(e, -1)))), n, 0);
-      if (n.next[1].defined()) gi[1] = reduce_to(mul(g, mul(out(0), log(x))), n, 1);
+      Tensor zero = scalar_like(0, meta(0));
+      if (n.next[0].defined()) {
+        Tensor gx = mul(g, mul(e, pow(x, add_scalar(e, -1))));
+        gi[0] = reduce_to(where(eq(e, zero), zero, gx), n, 0);
+      }
+      if (n.next[1].defined()) {
+        Tensor ge_ = mul(g, mul(out(0), log(x)));
+        gi[1] = reduce_to(where(eq(x, zero), where(ge(e, zero), zero, ge_), ge_), n, 1);
+      }
       return;
     }
     case OpId::maximum: case OpId::minimum: {

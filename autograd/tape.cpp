@@ -76,6 +76,7 @@ struct Engine {
   bool retain_graph = false;
   std::vector<Node*> stack, ready, visited;
   std::vector<TensorImpl*> leaves;
+  std::vector<Tensor> grad_in;  // scratch: one gradient per input of the running node
   std::vector<Tensor>* captures = nullptr;  // gradients of leaves with capture_slot >= 0
 
   static bool later_first(const Node* a, const Node* b) { return a->seq < b->seq; }  // max-heap on seq
@@ -173,7 +174,6 @@ struct Engine {
         ready.push_back(n);
         std::push_heap(ready.begin(), ready.end(), later_first);
       }
-    std::vector<Tensor> grad_in;
     while (!ready.empty()) {
       std::pop_heap(ready.begin(), ready.end(), later_first);
       Node* n = ready.back();

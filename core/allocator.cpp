@@ -9,6 +9,14 @@
 
 namespace modu {
 
+int allocation_class_index(size_t nbytes) {
+  if (nbytes <= 512) return static_cast<int>((nbytes + 63) / 64) - (nbytes == 0 ? 0 : 1);
+  int k = 63 - __builtin_clzll(nbytes - 1);  // largest power of 2 below nbytes is 2^k, k >= 9
+  size_t step = (size_t(1) << k) / 4;
+  int sub = static_cast<int>((nbytes - (size_t(1) << k) + step - 1) / step) - 1;  // 0..3
+  return 8 + (k - 9) * 4 + sub;
+}
+
 size_t allocation_size_class(size_t nbytes) {
   if (nbytes <= 512) return (nbytes + 63) & ~size_t(63);
   // Four classes per power of two: at most 25% slack.
@@ -24,13 +32,13 @@ CachingAllocator::~CachingAllocator() { empty_cache(); }
 
 void* CachingAllocator::allocate(size_t nbytes) {
   size_t cls = allocation_size_class(nbytes ? nbytes : 1);
+  std::vector<void*>& list = free_by_class_[allocation_class_index(nbytes ? nbytes : 1)];
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.requests;
-    auto it = free_by_class_.find(cls);
-    if (it != free_by_class_.end() && !it->second.empty()) {
-      void* p = it->second.back();
-      it->second.pop_back();
+    if (!list.empty()) {
+      void* p = list.back();
+      list.pop_back();
       ++stats_.cache_hits;
       stats_.bytes_cached -= static_cast<int64_t>(cls);
       stats_.bytes_in_use += static_cast<int64_t>(cls);
@@ -57,7 +65,7 @@ void CachingAllocator::deallocate(void* ptr, size_t nbytes) {
   if (!ptr) return;
   size_t cls = allocation_size_class(nbytes ? nbytes : 1);
   std::lock_guard<std::mutex> lock(mu_);
-  free_by_class_[cls].push_back(ptr);
+  free_by_class_[allocation_class_index(nbytes ? nbytes : 1)].push_back(ptr);
   stats_.bytes_in_use -= static_cast<int64_t>(cls);
   stats_.bytes_cached += static_cast<int64_t>(cls);
 }
@@ -68,15 +76,18 @@ AllocatorStats CachingAllocator::stats() const {
 }
 
 void CachingAllocator::empty_cache() {
-  std::unordered_map<size_t, std::vector<void*>> blocks;
+  std::vector<std::pair<void*, size_t>> blocks;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    blocks.swap(free_by_class_);
+    for (std::vector<void*>& list : free_by_class_) {
+      for (void* p : list) blocks.emplace_back(p, 0);
+      stats_.system_frees += static_cast<int64_t>(list.size());
+      list.clear();
+      list.shrink_to_fit();
+    }
     stats_.bytes_cached = 0;
-    for (auto& [cls, list] : blocks) stats_.system_frees += static_cast<int64_t>(list.size());
   }
-  for (auto& [cls, list] : blocks)
-    for (void* p : list) raw_free_(p, device_.index);
+  for (auto& [p, unused] : blocks) raw_free_(p, device_.index);
 }
 
 namespace {

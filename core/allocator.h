@@ -9,7 +9,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
-#include <unordered_map>
 #include <vector>
 
 #include "core/device.h"
@@ -36,8 +35,11 @@ class Allocator {
   virtual void empty_cache() = 0;  // return cached free blocks to the system
 };
 
-// The size class a request is served from.
+// The size class a request is served from: 64-byte steps up to 512 bytes, then four classes per
+// power of two. allocation_class_index numbers the classes densely from 0.
 size_t allocation_size_class(size_t nbytes);
+int allocation_class_index(size_t nbytes);
+constexpr int kNumAllocationClasses = 8 + 4 * 56;
 
 // A caching allocator over raw system allocation functions; the CPU uses aligned malloc, the CUDA
 // backend cudaMalloc (core/cuda/).
@@ -59,7 +61,7 @@ class CachingAllocator final : public Allocator {
   RawAlloc raw_alloc_;
   RawFree raw_free_;
   mutable std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_by_class_;
+  std::vector<void*> free_by_class_[kNumAllocationClasses];
   AllocatorStats stats_;
 };
 

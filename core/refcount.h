@@ -80,8 +80,9 @@ class Ref {
   T* p_ = nullptr;
 };
 
-// A free list of raw blocks for objects of type T. Never destroyed (a leaky singleton), so objects
-// released during static destruction still have a pool to return to.
+// A free list of raw blocks for objects of type T. Each thread keeps a small cache of blocks in
+// front of the shared list, so the common make/recycle pair takes no lock. The shared list is never
+// destroyed (a leaky singleton), so objects released during static destruction still have a home.
 template <class T>
 class ObjectPool {
  public:
@@ -91,22 +92,17 @@ class ObjectPool {
   }
   template <class... Args>
   T* make(Args&&... args) {
-    void* mem = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!free_.empty()) {
-        mem = free_.back();
-        free_.pop_back();
-      }
-    }
-    if (!mem) {
-      mem = ::operator new(sizeof(T));
-      fresh_.fetch_add(1, std::memory_order_relaxed);
-    }
+    LocalCache& local = local_cache();
+    void* mem = local.n > 0 ? local.blocks[--local.n] : take_shared();
     return new (mem) T(std::forward<Args>(args)...);
   }
   void recycle(T* p) {
     p->~T();
+    LocalCache& local = local_cache();
+    if (local.n < kLocalBlocks) {
+      local.blocks[local.n++] = p;
+      return;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     free_.push_back(p);
   }
@@ -114,6 +110,32 @@ class ObjectPool {
   int64_t fresh_blocks() const { return fresh_.load(std::memory_order_relaxed); }
 
  private:
+  static constexpr int kLocalBlocks = 64;
+  struct LocalCache {
+    void* blocks[kLocalBlocks];
+    int n = 0;
+    ~LocalCache() {  // thread exit: hand the blocks back
+      ObjectPool& pool = ObjectPool::instance();
+      std::lock_guard<std::mutex> lock(pool.mu_);
+      for (int i = 0; i < n; ++i) pool.free_.push_back(blocks[i]);
+    }
+  };
+  static LocalCache& local_cache() {
+    thread_local LocalCache cache;
+    return cache;
+  }
+  void* take_shared() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        void* mem = free_.back();
+        free_.pop_back();
+        return mem;
+      }
+    }
+    fresh_.fetch_add(1, std::memory_order_relaxed);
+    return ::operator new(sizeof(T));
+  }
   ObjectPool() { free_.reserve(1024); }
   std::mutex mu_;
   std::vector<void*> free_;

@@ -5,6 +5,7 @@
 // positions: query i sees keys j <= i + (S - T), which also covers decoding with a KV cache (T < S).
 // Per (b, h) head the scores are one GEMM into a per-thread (T, S) buffer; heads run in parallel with
 // single-threaded BLAS. 16-bit inputs are widened to f32. Gradients are written (=).
+#include "core/cpu/vector_math.h"  // first: before <cmath>
 #include <cblas.h>
 
 #include <cmath>

@@ -2,6 +2,7 @@
 // with broadcasting, fused activation derivatives, comparisons, where / masked_fill, casts and copies,
 // in-place updates, factories, dropout and clamp. All outputs are written (=), never accumulated,
 // except add_ which accumulates by definition.
+#include "core/cpu/vector_math.h"  // first: before <cmath>
 #include <cmath>
 
 #include "core/cpu/kernels.h"
@@ -63,7 +64,7 @@ void unary_kernel(const KernelCall& c) {
         case OpId::sigmoid: return run([](A a) { return sigmoid_of(a); }, 8);
         case OpId::log_sigmoid:
           return run([](A a) { return std::min(a, A(0)) - std::log1p(std::exp(-std::abs(a))); }, 16);
-        case OpId::relu: return run([](A a) { return a > A(0) ? a : A(0); });
+        case OpId::relu: return run([](A a) { return a <= A(0) ? A(0) : a; });  // NaN stays NaN
         case OpId::silu: return run([](A a) { return a * sigmoid_of(a); }, 8);
         case OpId::gelu_tanh: return run([](A a) { return gelu_tanh_of(a); }, 12);
         case OpId::gelu_erf: return run([](A a) { return A(0.5) * a * (A(1) + std::erf(a * A(kInvSqrt2))); }, 12);
@@ -120,7 +121,7 @@ void binary_kernel(const KernelCall& c) {
           case OpId::pow: return run([](A p, A q) { return std::pow(p, q); }, 8);
           case OpId::sigmoid_backward: return run([](A s, A g) { return g * s * (A(1) - s); });
           case OpId::tanh_backward: return run([](A t, A g) { return g * (A(1) - t * t); });
-          case OpId::relu_backward: return run([](A x, A g) { return x > A(0) ? g : A(0); });
+          case OpId::relu_backward: return run([](A x, A g) { return x <= A(0) ? A(0) : g; });
           case OpId::silu_backward:
             return run([](A x, A g) {
               A s = sigmoid_of(x);

@@ -104,8 +104,9 @@ void matmul_typed(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
     }
     gemm<T>(oa.trans, ob.trans, M, N, K, A + offa, oa.ld, B + offb, ob.ld, T(0), C + bi * M * N, N);
   };
-  if (batch >= max_threads() && max_threads() > 1 && M * N * K < (int64_t(1) << 21)) {
-    // Many small products: one per thread, BLAS itself single-threaded inside the parallel region.
+  if (batch >= max_threads() && max_threads() > 1 && !omp_in_parallel()) {
+    // At least one product per thread: split the batch, BLAS single-threaded inside the parallel region
+    // (one fork/join instead of one per product).
 #pragma omp parallel for schedule(static)
     for (int64_t bi = 0; bi < batch; ++bi) one(bi);
   } else {

@@ -4,6 +4,7 @@
 //
 // Gradients: gx is written (=). Parameter gradients gw/gb of the norms are written too; the autograd
 // engine accumulates them into .grad. Statistics (mean, rstd, lse) are kept in acc_t (f32 or f64).
+#include "core/cpu/vector_math.h"  // first: before <cmath>
 #include <cmath>
 #include <limits>
 #include <vector>

@@ -2,6 +2,7 @@
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p = p - lr (m / bc1) / (sqrt(v / bc2) + eps) - lr wd p
 // in one pass over param, grad, m and v (all contiguous, same shape). m and v are f32 (or f64).
+#include "core/cpu/vector_math.h"  // first: before <cmath>
 #include <cmath>
 
 #include "core/cpu/kernels.h"

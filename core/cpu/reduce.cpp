@@ -4,6 +4,7 @@
 // reduction (bias gradients, sum_to_shape) and runs without a copy; every other case is brought to
 // "kept dims, then reduced dims" contiguous order (a copy only when the layout differs) and reduced
 // row by row. Accumulation is in acc_t (f32 for 16-bit floats) with SIMD partial sums.
+#include "core/cpu/vector_math.h"  // first: before <cmath>
 #include <cmath>
 #include <limits>
 
@@ -77,14 +78,18 @@ void sum_mean_kernel(const KernelCall& c) {
       if (L.column) {
         int64_t R = L.inner, K = L.outer;
         parallel_for(K, R, [&](int64_t k0, int64_t k1) {
-          std::vector<A> acc(static_cast<size_t>(k1 - k0), A(0));
-          for (int64_t r = 0; r < R; ++r) {
-            const scalar_t* row = in + r * K;
-            A* a = acc.data();
+          constexpr int64_t kChunk = 512;  // accumulators on the stack: no heap per call
+          A acc[kChunk];
+          for (int64_t c0 = k0; c0 < k1; c0 += kChunk) {
+            int64_t width = std::min(kChunk, k1 - c0);
+            std::fill(acc, acc + width, A(0));
+            for (int64_t r = 0; r < R; ++r) {
+              const scalar_t* row = in + r * K + c0;
 #pragma omp simd
-            for (int64_t k = k0; k < k1; ++k) a[k - k0] += load(row + k);
+              for (int64_t k = 0; k < width; ++k) acc[k] += load(row + k);
+            }
+            for (int64_t k = 0; k < width; ++k) store(out + c0 + k, acc[k] * scale);
           }
-          for (int64_t k = k0; k < k1; ++k) store(out + k, acc[static_cast<size_t>(k - k0)] * scale);
         });
         return;
       }

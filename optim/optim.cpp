@@ -1,0 +1,94 @@
+// optim/optim.cpp — AdamW, clipping and schedules (see optim.h).
+#include "optim/optim.h"
+
+#include <cmath>
+
+#include "core/ops/dispatch.h"
+#include "core/ops/ops.h"
+
+namespace modu::optim {
+
+AdamW::AdamW(std::vector<nn::ParamRef> params, AdamWConfig config)
+    : params_(std::move(params)), m_(params_.size()), v_(params_.size()), config_(config) {}
+
+void AdamW::ensure_state(size_t i) {
+  if (m_[i].defined()) return;
+  const Tensor& p = *params_[i].tensor;
+  DType st = p.dtype() == DType::F64 ? DType::F64 : DType::F32;
+  m_[i] = Tensor::zeros(p.shape(), st, p.device());
+  v_[i] = Tensor::zeros(p.shape(), st, p.device());
+}
+
+void AdamW::step(double lr) {
+  NoGradGuard no_grad;
+  ++t_;
+  AdamWAttrs a;
+  a.lr = lr;
+  a.beta1 = config_.beta1;
+  a.beta2 = config_.beta2;
+  a.eps = config_.eps;
+  a.bias_correction1 = 1 - std::pow(config_.beta1, static_cast<double>(t_));
+  a.bias_correction2 = 1 - std::pow(config_.beta2, static_cast<double>(t_));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = *params_[i].tensor;
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    ensure_state(i);
+    a.weight_decay = params_[i].decay ? config_.weight_decay : 0.0;
+    adamw_(p, g.contiguous(), m_[i], v_[i], a);
+  }
+}
+
+std::vector<std::pair<std::string, Tensor*>> AdamW::state_tensors() {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    ensure_state(i);
+    out.emplace_back("m/" + params_[i].name, &m_[i]);
+    out.emplace_back("v/" + params_[i].name, &v_[i]);
+  }
+  return out;
+}
+
+int64_t AdamW::state_bytes() const {
+  int64_t b = 0;
+  for (size_t i = 0; i < m_.size(); ++i)
+    if (m_[i].defined()) b += static_cast<int64_t>(m_[i].nbytes() + v_[i].nbytes());
+  return b;
+}
+
+double grad_norm(const std::vector<nn::ParamRef>& params) {
+  NoGradGuard no_grad;
+  double total = 0;
+  for (const nn::ParamRef& p : params) {
+    Tensor g = p.tensor->grad();
+    if (!g.defined()) continue;
+    Tensor g32 = g.dtype() == DType::F64 ? g : g.to(DType::F32);
+    total += sum(mul(g32, g32)).item();
+  }
+  return std::sqrt(total);
+}
+
+double clip_grad_norm(const std::vector<nn::ParamRef>& params, double max_norm) {
+  double norm = grad_norm(params);
+  if (max_norm > 0 && norm > max_norm) {
+    NoGradGuard no_grad;
+    double scale = max_norm / (norm + 1e-6);
+    for (const nn::ParamRef& p : params) {
+      Tensor g = p.tensor->grad();
+      if (g.defined()) g.mul_(scale);
+    }
+  }
+  return norm;
+}
+
+double LrSchedule::at(int64_t step) const {
+  if (warmup > 0 && step < warmup) return max_lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (kind == "constant") return max_lr;
+  if (step >= total) return min_lr;
+  double progress = static_cast<double>(step - warmup) / static_cast<double>(std::max<int64_t>(1, total - warmup));
+  if (kind == "linear") return max_lr + (min_lr - max_lr) * progress;
+  MODU_CHECK(kind == "cosine", "unknown learning-rate schedule '", kind, "': use cosine, linear or constant");
+  return min_lr + 0.5 * (max_lr - min_lr) * (1 + std::cos(M_PI * progress));
+}
+
+}  // namespace modu::optim

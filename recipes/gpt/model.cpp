@@ -1,0 +1,269 @@
+// recipes/gpt/model.cpp — GPT-2 and Llama-style blocks, forward with optional KV cache, init.
+#include "recipes/gpt/model.h"
+
+#include <cmath>
+
+#include "autograd/recompute.h"
+#include "core/ops/dispatch.h"
+#include "core/ops/ops.h"
+
+namespace modu::gpt {
+
+int64_t GptConfig::ffn() const {
+  if (!is_llama()) return 4 * n_embd;
+  if (ffn_hidden > 0) return ffn_hidden;
+  int64_t h = 8 * n_embd / 3;
+  return (h + 63) / 64 * 64;
+}
+
+void GptConfig::validate() const {
+  MODU_CHECK(arch == "gpt2" || arch == "llama", "model.arch '", arch, "' is unknown: use gpt2 or llama");
+  MODU_CHECK(vocab_size > 0 && n_layer > 0 && n_head > 0 && n_embd > 0 && block_size > 0,
+             "model sizes must be positive (vocab_size, n_layer, n_head, n_embd, block_size)");
+  MODU_CHECK(n_embd % n_head == 0, "model.n_embd ", n_embd, " is not divisible by model.n_head ", n_head);
+  MODU_CHECK(pad_vocab_to > 0, "model.pad_vocab_to must be positive");
+  MODU_CHECK(n_head % kv_heads() == 0, "model.n_kv_head ", kv_heads(), " must divide model.n_head ", n_head);
+  MODU_CHECK(!is_llama() || head_size() % 2 == 0, "rotary positions need an even head size, got ", head_size());
+  MODU_CHECK(dropout >= 0 && dropout < 1, "model.dropout must be in [0, 1), got ", dropout);
+}
+
+namespace detail {
+// A named group of sub-modules (gives parameters their dotted names).
+struct Group : nn::Module {
+  using nn::Module::register_module;
+};
+}  // namespace detail
+using detail::Group;
+
+class Block : public nn::Module {
+ public:
+  Block(const GptConfig& c) : c_(c) {
+    int64_t C = c.n_embd, HS = c.head_size();
+    if (!c.is_llama()) {
+      ln_1 = std::make_unique<nn::LayerNorm>(C, c.norm_eps);
+      ln_2 = std::make_unique<nn::LayerNorm>(C, c.norm_eps);
+      c_attn = std::make_unique<nn::Linear>(C, 3 * C, true);
+      attn_proj = std::make_unique<nn::Linear>(C, C, true);
+      c_fc = std::make_unique<nn::Linear>(C, c.ffn(), true);
+      mlp_proj = std::make_unique<nn::Linear>(c.ffn(), C, true);
+      register_module("ln_1", ln_1.get());
+      attn.register_module("c_attn", c_attn.get());
+      attn.register_module("c_proj", attn_proj.get());
+      register_module("attn", &attn);
+      register_module("ln_2", ln_2.get());
+      mlp.register_module("c_fc", c_fc.get());
+      mlp.register_module("c_proj", mlp_proj.get());
+      register_module("mlp", &mlp);
+    } else {
+      int64_t kv = c.kv_heads() * HS;
+      in_norm = std::make_unique<nn::RMSNorm>(C, c.norm_eps);
+      post_norm = std::make_unique<nn::RMSNorm>(C, c.norm_eps);
+      q_proj = std::make_unique<nn::Linear>(C, C, false);
+      k_proj = std::make_unique<nn::Linear>(C, kv, false);
+      v_proj = std::make_unique<nn::Linear>(C, kv, false);
+      attn_proj = std::make_unique<nn::Linear>(C, C, false);
+      gate = std::make_unique<nn::Linear>(C, c.ffn(), false);
+      up = std::make_unique<nn::Linear>(C, c.ffn(), false);
+      mlp_proj = std::make_unique<nn::Linear>(c.ffn(), C, false);
+      register_module("input_layernorm", in_norm.get());
+      attn.register_module("q_proj", q_proj.get());
+      attn.register_module("k_proj", k_proj.get());
+      attn.register_module("v_proj", v_proj.get());
+      attn.register_module("o_proj", attn_proj.get());
+      register_module("self_attn", &attn);
+      register_module("post_attention_layernorm", post_norm.get());
+      mlp.register_module("gate_proj", gate.get());
+      mlp.register_module("up_proj", up.get());
+      mlp.register_module("down_proj", mlp_proj.get());
+      register_module("mlp", &mlp);
+    }
+  }
+
+  // x (B, T, C) -> (B, T, C). `cache` (with this block's layer index) holds earlier keys/values.
+  Tensor forward(const Tensor& x, KVCache* cache, size_t layer, Generator& drop, bool training,
+                 const Tensor& rope_cos, const Tensor& rope_sin) {
+    double p = training ? c_.dropout : 0.0;
+    Tensor h = c_.is_llama() ? in_norm->forward(x) : ln_1->forward(x);
+    Tensor a = attention_part(h, cache, layer, rope_cos, rope_sin);
+    if (p > 0) a = dropout(a, p, drop);
+    Tensor x1 = add(x, a);
+    Tensor m;
+    if (c_.is_llama()) {
+      Tensor hn = post_norm->forward(x1);
+      m = mlp_proj->forward(mul(silu(gate->forward(hn)), up->forward(hn)));
+    } else {
+      m = mlp_proj->forward(gelu_tanh(c_fc->forward(ln_2->forward(x1))));
+    }
+    if (p > 0) m = dropout(m, p, drop);
+    return add(x1, m);
+  }
+
+ private:
+  Tensor attention_part(const Tensor& h, KVCache* cache, size_t layer, const Tensor& rope_cos,
+                        const Tensor& rope_sin) {
+    int64_t B = h.size(0), T = h.size(1), C = c_.n_embd, NH = c_.n_head, NKV = c_.kv_heads(),
+            HS = c_.head_size();
+    int64_t past = cache ? cache->length : 0;
+    Tensor q, k, v;  // (B, T, heads, HS)
+    if (!c_.is_llama()) {
+      Tensor qkv = c_attn->forward(h);  // (B, T, 3C)
+      std::vector<Tensor> parts = qkv.split_sizes({C, C, C}, 2);
+      q = parts[0].view(Dims{B, T, NH, HS});
+      k = parts[1].view(Dims{B, T, NH, HS});
+      v = parts[2].view(Dims{B, T, NH, HS});
+    } else {
+      q = q_proj->forward(h).view(Dims{B, T, NH, HS});
+      k = k_proj->forward(h).view(Dims{B, T, NKV, HS});
+      v = v_proj->forward(h).view(Dims{B, T, NKV, HS});
+      MODU_CHECK(past + T <= rope_cos.size(0), "sequence of ", past + T, " positions exceeds model.block_size ",
+                 rope_cos.size(0));
+      Tensor cs = rope_cos.narrow(0, past, T), sn = rope_sin.narrow(0, past, T);
+      q = rotary(q, cs, sn);
+      k = rotary(k, cs, sn);
+    }
+    q = q.permute(Dims{0, 2, 1, 3});  // (B, NH, T, HS)
+    k = k.permute(Dims{0, 2, 1, 3});  // (B, NKV, T, HS)
+    v = v.permute(Dims{0, 2, 1, 3});
+    if (cache) {
+      NoGradGuard no_grad;
+      MODU_CHECK(past + T <= cache->capacity, "KV cache full: ", past + T, " positions > capacity ", cache->capacity);
+      cache->k[layer].narrow(2, past, T).copy_(k);
+      cache->v[layer].narrow(2, past, T).copy_(v);
+      k = cache->k[layer].narrow(2, 0, past + T);
+      v = cache->v[layer].narrow(2, 0, past + T);
+    }
+    if (NKV != NH) {  // grouped-query attention: each kv head serves NH / NKV query heads
+      int64_t S = k.size(2), rep = NH / NKV;
+      k = k.unsqueeze(2).expand(Dims{B, NKV, rep, S, HS}).reshape(Dims{B, NH, S, HS});
+      v = v.unsqueeze(2).expand(Dims{B, NKV, rep, S, HS}).reshape(Dims{B, NH, S, HS});
+    }
+    Tensor o = attention(q, k, v, /*causal=*/true);              // (B, NH, T, HS)
+    o = o.permute(Dims{0, 2, 1, 3}).reshape(Dims{B, T, C});      // (B, T, C)
+    return attn_proj->forward(o);
+  }
+
+  GptConfig c_;
+  Group attn, mlp;
+  std::unique_ptr<nn::LayerNorm> ln_1, ln_2;
+  std::unique_ptr<nn::RMSNorm> in_norm, post_norm;
+  std::unique_ptr<nn::Linear> c_attn, attn_proj, c_fc, mlp_proj, q_proj, k_proj, v_proj, gate, up;
+};
+
+GPT::GPT(const GptConfig& config) : config_(config), dropout_gen_(0, stream_id("dropout")) {
+  config_.validate();
+  int64_t C = config_.n_embd, Vp = config_.padded_vocab();
+  if (!config_.is_llama()) {
+    wte_ = std::make_unique<nn::Embedding>(Vp, C);
+    wpe_ = std::make_unique<nn::Embedding>(config_.block_size, C);
+    register_module("wte", wte_.get());
+    register_module("wpe", wpe_.get());
+  } else {
+    wte_ = std::make_unique<nn::Embedding>(Vp, C);
+    register_module("embed_tokens", wte_.get());
+  }
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    blocks_.push_back(std::make_unique<Block>(config_));
+    register_module((config_.is_llama() ? "layers." : "h.") + std::to_string(l), blocks_.back().get());
+  }
+  if (!config_.is_llama()) {
+    ln_f_ = std::make_unique<nn::LayerNorm>(C, config_.norm_eps);
+    register_module("ln_f", ln_f_.get());
+  } else {
+    norm_f_ = std::make_unique<nn::RMSNorm>(C, config_.norm_eps);
+    register_module("norm", norm_f_.get());
+    lm_head_ = std::make_unique<nn::Linear>(C, Vp, false);
+    register_module("lm_head", lm_head_.get());
+    auto [c, s] = rotary_tables(0, config_.block_size, config_.head_size(), config_.rope_theta);
+    rope_cos_ = c;
+    rope_sin_ = s;
+  }
+}
+
+GPT::~GPT() = default;
+
+void GPT::init_weights(uint64_t seed) {
+  NoGradGuard no_grad;
+  double std = 0.02, proj_std = 0.02 / std::sqrt(2.0 * static_cast<double>(config_.n_layer));
+  for (const nn::ParamRef& p : parameters()) {
+    const std::string& n = p.name;
+    auto ends_with = [&](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
+    Tensor& t = *p.tensor;
+    if (ends_with("norm.weight") || ends_with("ln_1.weight") || ends_with("ln_2.weight") || ends_with("ln_f.weight")) {
+      t.fill_(1.0);
+    } else if (ends_with(".bias")) {
+      t.zero_();
+    } else {
+      bool residual = ends_with("attn.c_proj.weight") || ends_with("mlp.c_proj.weight") ||
+                      ends_with("o_proj.weight") || ends_with("down_proj.weight");
+      Tensor v = nn::init_normal(t.shape(), residual ? proj_std : std, seed, n).to(t.dtype()).to(t.device());
+      t.copy_(v);
+    }
+  }
+  // Padding rows of the vocabulary stay zero: they are never looked up and never enter the loss.
+  int64_t V = config_.vocab_size, Vp = config_.padded_vocab();
+  if (Vp > V) {
+    wte_->weight().narrow(0, V, Vp - V).zero_();
+    if (lm_head_) lm_head_->weight().narrow(0, V, Vp - V).zero_();
+  }
+  dropout_gen_.reseed(seed, stream_id("dropout"));
+}
+
+Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
+  MODU_CHECK(idx.dim() == 2 && (idx.dtype() == DType::I64 || idx.dtype() == DType::I32),
+             "GPT.forward: tokens must be (B, T) integers, got ", describe(idx));
+  int64_t T = idx.size(1), past = cache ? cache->length : 0;
+  MODU_CHECK(past + T <= config_.block_size, "GPT.forward: ", past + T, " positions exceed model.block_size ",
+             config_.block_size);
+  Device dev = wte_->weight().device();
+  Tensor x = wte_->forward(idx.to(dev));  // (B, T, C)
+  if (!config_.is_llama()) {
+    Tensor positions = add_scalar(Tensor::arange(T, DType::I64, dev), static_cast<double>(past));
+    x = add(x, wpe_->forward(positions));  // (T, C) broadcast over B
+  }
+  double p = training_ ? config_.dropout : 0.0;
+  if (p > 0) x = dropout(x, p, dropout_gen_);
+  Tensor cos = rope_cos_.defined() ? rope_cos_.to(dev).to(x.dtype()) : Tensor();
+  Tensor sin = rope_sin_.defined() ? rope_sin_.to(dev).to(x.dtype()) : Tensor();
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    Block* b = blocks_[l].get();
+    if (config_.recompute && training_ && !cache && grad_mode_enabled()) {
+      bool train = training_;
+      x = autograd::checkpoint(
+          [this, b, l, train, cos, sin](const std::vector<Tensor>& in) {
+            return std::vector<Tensor>{b->forward(in[0], nullptr, l, dropout_gen_, train, cos, sin)};
+          },
+          {x})[0];
+    } else {
+      x = b->forward(x, cache, l, dropout_gen_, training_, cos, sin);
+    }
+  }
+  if (cache) cache->length += T;
+  x = config_.is_llama() ? norm_f_->forward(x) : ln_f_->forward(x);
+  if (config_.is_llama()) return lm_head_->forward(x);
+  return matmul(x, wte_->weight().t());  // tied head: (B, T, C) @ (C, Vp)
+}
+
+Tensor GPT::loss(const Tensor& logits, const Tensor& targets) const {
+  int64_t V = config_.vocab_size, Vp = logits.size(-1);
+  Tensor flat = logits.reshape(Dims{-1, Vp});
+  if (Vp > V) flat = flat.slice(1, 0, V);
+  return cross_entropy(flat, targets.reshape(Dims{-1}).to(flat.device()));
+}
+
+KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
+  KVCache c;
+  c.capacity = std::min(capacity, config_.block_size);
+  Device dev = wte_->weight().device();
+  DType dt = wte_->weight().dtype();
+  for (int64_t l = 0; l < config_.n_layer; ++l) {
+    c.k.push_back(Tensor::zeros(Dims{batch, config_.kv_heads(), c.capacity, config_.head_size()}, dt, dev));
+    c.v.push_back(Tensor::zeros(Dims{batch, config_.kv_heads(), c.capacity, config_.head_size()}, dt, dev));
+  }
+  return c;
+}
+
+int64_t GPT::flops_per_token(int64_t seq_len) {
+  return 6 * parameter_count() + 6 * config_.n_layer * config_.n_embd * seq_len;
+}
+
+}  // namespace modu::gpt

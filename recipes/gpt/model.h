@@ -1,0 +1,87 @@
+// recipes/gpt/model.h — the GPT family: GPT-2 and a Llama-style variant, one class.
+//
+// GPT-2 ("gpt2"): learned positions, pre-LayerNorm blocks, causal multi-head attention, GELU (tanh)
+// MLP of width 4C, tied LM head, dropout; init N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)).
+// Llama-style ("llama"): RMSNorm, rotary positions (half-split pairs, HF convention), SwiGLU MLP,
+// no biases, untied head, grouped-query attention (n_kv_head divides n_head).
+//
+// Shapes: idx (B, T) i64 -> logits (B, T, Vp) where Vp is the vocabulary padded to a multiple of
+// `pad_vocab_to`; the padding columns never enter the loss (it reads logits[..., :V]).
+// Parameter names follow the Hugging Face layouts (wte, h.N.attn.c_attn, ...; embed_tokens,
+// layers.N.self_attn.q_proj, ...) with weights stored (out, in) as nn::Linear does.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nn/module.h"
+
+namespace modu::gpt {
+
+struct GptConfig {
+  std::string arch = "gpt2";  // gpt2 | llama
+  int64_t vocab_size = 50257;
+  int64_t pad_vocab_to = 128;
+  int64_t n_layer = 12;
+  int64_t n_head = 12;
+  int64_t n_kv_head = 0;  // llama: grouped-query heads (0 = n_head)
+  int64_t n_embd = 768;
+  int64_t block_size = 1024;
+  int64_t ffn_hidden = 0;  // llama: SwiGLU width (0 = 4C * 2/3 rounded up to a multiple of 64)
+  double dropout = 0.0;
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-5;
+  bool recompute = false;  // activation recomputation per block
+
+  int64_t padded_vocab() const { return (vocab_size + pad_vocab_to - 1) / pad_vocab_to * pad_vocab_to; }
+  int64_t head_size() const { return n_embd / n_head; }
+  int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
+  int64_t ffn() const;
+  bool is_llama() const { return arch == "llama"; }
+  void validate() const;  // throws naming the bad field
+};
+
+// Per-layer key/value cache for generation: k, v (B, NKV, capacity, HS).
+struct KVCache {
+  std::vector<Tensor> k, v;
+  int64_t length = 0;
+  int64_t capacity = 0;
+};
+
+class Block;
+
+class GPT : public nn::Module {
+ public:
+  explicit GPT(const GptConfig& config);
+  ~GPT() override;
+
+  // Deterministic initialisation from `seed` (each parameter its own stream, keyed by name).
+  void init_weights(uint64_t seed);
+
+  // logits (B, T, Vp). With a cache, idx holds the next T tokens after cache->length positions.
+  Tensor forward(const Tensor& idx, KVCache* cache = nullptr);
+  // Mean cross-entropy of logits (B, T, Vp) against targets (B, T), over the real vocabulary.
+  Tensor loss(const Tensor& logits, const Tensor& targets) const;
+
+  KVCache make_cache(int64_t batch, int64_t capacity) const;
+  void set_training(bool training) { training_ = training; }
+  bool training() const { return training_; }
+  Generator& dropout_generator() { return dropout_gen_; }
+  const GptConfig& config() const { return config_; }
+  // Parameters counted by the MFU formula (all, including the padded vocabulary rows).
+  int64_t flops_per_token(int64_t seq_len);
+
+ private:
+  GptConfig config_;
+  bool training_ = true;
+  Generator dropout_gen_;
+  std::unique_ptr<nn::Embedding> wte_, wpe_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  std::unique_ptr<nn::LayerNorm> ln_f_;
+  std::unique_ptr<nn::RMSNorm> norm_f_;
+  std::unique_ptr<nn::Linear> lm_head_;  // llama only (gpt2 ties to wte)
+  Tensor rope_cos_, rope_sin_;            // (block_size, HS/2)
+};
+
+}  // namespace modu::gpt
