@@ -404,7 +404,7 @@ std::vector<OpCase> build_cases() {
       [](const Inputs& x) { return mul_scalar(x[0].permute(Dims{2, 0, 1}), 2.0).contiguous(); }, {0}));
   cs.push_back(make(
       "expand", {OpId::expand}, [](DType dt, Generator& g) { return Inputs{rand_tensor(Dims{3, 1}, dt, g)}; },
-      [](const Inputs& x) { return mul(x[0].expand(Dims{2, 3, 4}), Tensor::arange(4, DType::I64).to(x[0].dtype())); },
+      [](const Inputs& x) { return mul(x[0].expand(Dims{2, 3, 4}), Tensor::arange(4, DType::I64, x[0].device()).to(x[0].dtype())); },
       {0}));
   cs.push_back(make(
       "slice_step", {OpId::slice}, [](DType dt, Generator& g) { return Inputs{rand_tensor(Dims{4, 7}, dt, g)}; },

@@ -155,6 +155,12 @@ double max_abs(const Tensor& a) {
   return m;
 }
 
+// MODU_TEST_DEVICE (e.g. "cuda") runs the same comparison on another device (tests/gpu/run.sh).
+modu::Device test_device() {
+  const char* env = std::getenv("MODU_TEST_DEVICE");
+  return env && *env ? modu::parse_device(env) : modu::Device::cpu();
+}
+
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -177,6 +183,9 @@ void check_fidelity(const std::string& arch) {
   const json& ref = fx.header.at("torch_fp32_vs_fp64");
   modu::gpt::GptConfig cfg = config_of(fx.header.at("config"));
   modu::gpt::GPT model(cfg);
+  const modu::Device dev = test_device();
+  model.to(dev);
+  std::printf("[%s] device %s\n", arch.c_str(), dev.str().c_str());
   model.set_training(true);  // dropout is 0: training mode changes nothing but is what training runs
   std::vector<modu::nn::ParamRef> params = model.parameters();
   int64_t V = cfg.vocab_size, Vp = cfg.padded_vocab(), C = cfg.n_embd;
@@ -199,7 +208,7 @@ void check_fidelity(const std::string& arch) {
 
   auto load_weights = [&] {
     modu::NoGradGuard no_grad;
-    for (const auto& p : params) p.tensor->copy_(fx.tensor("param/" + p.name));
+    for (const auto& p : params) p.tensor->copy_(fx.tensor("param/" + p.name).to(dev));
   };
   load_weights();
   Tensor tokens = fx.tensor("tokens"), targets = fx.tensor("targets");
@@ -279,7 +288,7 @@ void check_fidelity(const std::string& arch) {
     if (is_fused_qkv_bias(cfg, p.name)) {  // compare the query and value thirds; bound the key third
       e = rel_err(modu::concat({p.tensor->narrow(0, 0, C), p.tensor->narrow(0, 2 * C, C)}, 0),
                   modu::concat({want.narrow(0, 0, C), want.narrow(0, 2 * C, C)}, 0));
-      Tensor moved = modu::sub(p.tensor->narrow(0, C, C), fx.tensor("param/" + p.name).narrow(0, C, C));
+      Tensor moved = modu::sub(p.tensor->narrow(0, C, C), fx.tensor("param/" + p.name).narrow(0, C, C).to(dev));
       // |m_hat| / sqrt(v_hat) <= 1.012 for betas (0.9, 0.95) and t <= 10 (Cauchy-Schwarz on the sums).
       double bound = 1.02 * static_cast<double>(steps) * ocfg.lr;
       double k_err = rel_err(p.tensor->narrow(0, C, C), want.narrow(0, C, C));

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# bench/gpu/run_gpt2.sh BENCH_BINARY [B] — GPT-2 124M, T=1024, on the GPU: modu (f32, bf16 parameters)
+# and PyTorch (eager f32, eager bf16 autocast, torch.compile bf16 autocast) in the same run on the
+# same card, then the ratios. Prints JSON lines and a table.
+set -u
+BIN=${1:?usage: run_gpt2.sh BENCH_BINARY [B]}
+B=${2:-8}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+OUTJ=$(mktemp)
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
+"$BIN" --B "$B" --dtype f32 | tee -a "$OUTJ"
+"$BIN" --B "$B" --dtype bf16 | tee -a "$OUTJ"
+timeout 170 python3 "$HERE/bench_gpt2_torch.py" --B "$B" | tee -a "$OUTJ"
+python3 - "$OUTJ" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+def tps(impl, key):
+    for r in rows:
+        if r.get("impl") == impl and (r.get("dtype") == key or r.get("mode") == key) and "tokens_per_s" in r:
+            return r["tokens_per_s"]
+print("%-22s %12s %8s" % ("run", "tokens/s", "MFU"))
+for r in rows:
+    if "tokens_per_s" in r:
+        print("%-22s %12d %7.2f%%" % (r["impl"] + " " + r.get("dtype", r.get("mode", "")), r["tokens_per_s"], 100 * r["mfu"]))
+    else:
+        print("%-22s error: %s" % (r["impl"] + " " + r.get("mode", ""), r.get("error", "")))
+for a, b in [(("modu", "f32"), ("torch", "eager_f32")), (("modu", "bf16"), ("torch", "eager_bf16")),
+             (("modu", "bf16"), ("torch", "compile_bf16"))]:
+    x, y = tps(*a), tps(*b)
+    if x and y:
+        print("ratio %s %s / %s %s = %.3f" % (a + b + (x / y,)))
+PY
+rm -f "$OUTJ"

@@ -1,0 +1,472 @@
+// recipes/gpt/train.cpp — the GPT pretraining recipe: schema, training loop, evaluation, sampling,
+// checkpoints with exact resume, and `modu generate`.
+//
+// Invariants:
+//  - A step is: batch_size / micro_batch_size micro-batches, each loss scaled by 1/accumulation so
+//    the gradient is the mean over the global batch; clip; one AdamW update with the schedule's lr.
+//  - Resume is bit-identical: a checkpoint holds the parameters, AdamW's m, v and step counter, the
+//    data loader's global sample index, the dropout stream and the effective recipe; the learning
+//    rate is a function of the step. N steps straight == K steps, stop, resume, N - K steps.
+//  - SIGINT/SIGTERM finish the running step, commit a checkpoint and exit 0.
+//  - Checkpoints go to OUT_DIR/checkpoints/step_NNNNNNNN/ (checkpoint/ layer: manifest last, then
+//    `latest`); metrics to OUT_DIR/metrics.jsonl, one object per logged step.
+#include <omp.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "checkpoint/checkpoint.h"
+#include "core/allocator.h"
+#include "core/ops/dispatch.h"
+#include "core/ops/ops.h"
+#include "data/token_loader.h"
+#include "data/tokenizers.h"
+#include "optim/optim.h"
+#include "recipes/entry.h"
+#include "recipes/gpt/model.h"
+#include "recipes/gpt/sampling.h"
+#include "recipes/metrics.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace modu::recipes {
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+struct StopSignalScope {
+  void (*prev_int)(int), (*prev_term)(int);
+  StopSignalScope() {
+    g_stop_signal.store(0);
+    prev_int = std::signal(SIGINT, on_stop_signal);
+    prev_term = std::signal(SIGTERM, on_stop_signal);
+  }
+  ~StopSignalScope() {
+    std::signal(SIGINT, prev_int);
+    std::signal(SIGTERM, prev_term);
+  }
+};
+
+gpt::GptConfig model_config(const Config& c) {
+  gpt::GptConfig m;
+  m.arch = c.get<std::string>("model.arch");
+  m.vocab_size = c.get<int64_t>("model.vocab_size");
+  m.pad_vocab_to = c.get<int64_t>("model.pad_vocab_to");
+  m.n_layer = c.get<int64_t>("model.n_layer");
+  m.n_head = c.get<int64_t>("model.n_head");
+  m.n_kv_head = c.get<int64_t>("model.n_kv_head");
+  m.n_embd = c.get<int64_t>("model.n_embd");
+  m.block_size = c.get<int64_t>("model.block_size");
+  m.ffn_hidden = c.get<int64_t>("model.ffn_hidden");
+  m.dropout = c.get<double>("model.dropout");
+  m.rope_theta = c.get<double>("model.rope_theta");
+  m.norm_eps = c.get<double>("model.norm_eps");
+  m.recompute = c.get<bool>("model.recompute");
+  m.validate();
+  return m;
+}
+
+json model_config_json(const gpt::GptConfig& m) {
+  return json{{"arch", m.arch},           {"vocab_size", m.vocab_size}, {"pad_vocab_to", m.pad_vocab_to},
+              {"n_layer", m.n_layer},     {"n_head", m.n_head},         {"n_kv_head", m.n_kv_head},
+              {"n_embd", m.n_embd},       {"block_size", m.block_size}, {"ffn_hidden", m.ffn_hidden},
+              {"dropout", m.dropout},     {"rope_theta", m.rope_theta}, {"norm_eps", m.norm_eps}};
+}
+
+gpt::GptConfig model_config_from_json(const json& j) {
+  gpt::GptConfig m;
+  m.arch = j.at("arch").get<std::string>();
+  m.vocab_size = j.at("vocab_size").get<int64_t>();
+  m.pad_vocab_to = j.at("pad_vocab_to").get<int64_t>();
+  m.n_layer = j.at("n_layer").get<int64_t>();
+  m.n_head = j.at("n_head").get<int64_t>();
+  m.n_kv_head = j.at("n_kv_head").get<int64_t>();
+  m.n_embd = j.at("n_embd").get<int64_t>();
+  m.block_size = j.at("block_size").get<int64_t>();
+  m.ffn_hidden = j.at("ffn_hidden").get<int64_t>();
+  m.dropout = j.at("dropout").get<double>();
+  m.rope_theta = j.at("rope_theta").get<double>();
+  m.norm_eps = j.at("norm_eps").get<double>();
+  m.validate();
+  return m;
+}
+
+// Peak FLOP/s of the training device, for MFU. CPU: cores x 2 FMA units x SIMD width x 2 at the
+// nominal clock (an upper bound; the recipe can override train.peak_tflops).
+double peak_flops(const Config& c, Device device) {
+  double tf = c.get<double>("train.peak_tflops");
+  if (tf > 0) return tf * 1e12;
+  if (device.is_cuda()) return 989e12;  // H100/H200 SXM dense bf16 (the recipe can override)
+  double ghz = 2.0;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("cpu MHz", 0) == 0) {
+      ghz = std::stod(line.substr(line.find(':') + 1)) / 1000.0;
+      break;
+    }
+  }
+#if defined(__AVX512F__)
+  double lanes = 16;
+#elif defined(__AVX2__)
+  double lanes = 8;
+#else
+  double lanes = 4;
+#endif
+  return omp_get_max_threads() * 2.0 * lanes * 2.0 * ghz * 1e9;
+}
+
+struct Trainer {
+  const Config& cfg;
+  gpt::GptConfig mc;
+  Device device;
+  std::unique_ptr<gpt::GPT> model;
+  std::unique_ptr<optim::AdamW> opt;
+  std::unique_ptr<data::TokenLoader> train_loader, val_loader;
+  optim::LrSchedule schedule;
+  fs::path out_dir, ckpt_root;
+  int64_t steps = 0, batch = 0, micro = 0, seq_len = 0, start_step = 0;
+  uint64_t seed = 0;
+  MetricsWriter metrics;
+  std::string tokenizer_spec;
+
+  explicit Trainer(const Config& c) : cfg(c) {}
+
+  void setup() {
+    int64_t threads = cfg.get<int64_t>("train.threads");
+    if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
+    for (const char* key : {"parallel.tp", "parallel.pp"})
+      MODU_CHECK(cfg.get<int64_t>(key) == 1, key, " = ", cfg.get<int64_t>(key),
+                 ": tensor and pipeline parallelism need the parallel layer, which this build lacks; "
+                 "set it to 1");
+    MODU_CHECK(cfg.get<int64_t>("parallel.zero") == 0,
+               "parallel.zero needs data parallelism (the parallel layer); set it to 0");
+    mc = model_config(cfg);
+    device = parse_device(cfg.get<std::string>("train.device"));
+    MODU_CHECK(cfg.get<std::string>("train.dtype") == "f32",
+               "train.dtype = \"", cfg.get<std::string>("train.dtype"),
+               "\": only f32 training exists so far (bf16 autocast comes with the CUDA backend); set f32");
+    steps = cfg.get<int64_t>("train.steps");
+    batch = cfg.get<int64_t>("train.batch_size");
+    micro = cfg.get<int64_t>("train.micro_batch_size");
+    if (micro <= 0) micro = batch;
+    seq_len = cfg.get<int64_t>("train.seq_len");
+    if (seq_len <= 0) seq_len = mc.block_size;
+    MODU_CHECK(steps > 0, "train.steps must be positive, got ", steps);
+    MODU_CHECK(batch > 0 && batch % micro == 0, "train.batch_size ", batch,
+               " must be a positive multiple of train.micro_batch_size ", micro);
+    MODU_CHECK(seq_len <= mc.block_size, "train.seq_len ", seq_len, " exceeds model.block_size ", mc.block_size);
+    seed = static_cast<uint64_t>(cfg.get<int64_t>("train.seed"));
+
+    std::string train_spec = cfg.get<std::string>("data.train");
+    MODU_CHECK(!train_spec.empty(), "data.train is empty: point it at token shards written by `modu prepare text`");
+    train_loader = std::make_unique<data::TokenLoader>(train_spec, "train",
+                                                       data::TokenLoaderOptions{seq_len, seed, true});
+    MODU_CHECK(train_loader->data().vocab_size() <= static_cast<uint32_t>(mc.vocab_size), "data.train's vocabulary (",
+               train_loader->data().vocab_size(), " tokens) is larger than model.vocab_size ", mc.vocab_size);
+    std::string val_spec = cfg.get<std::string>("data.val");
+    if (!val_spec.empty())
+      val_loader = std::make_unique<data::TokenLoader>(val_spec, "val", data::TokenLoaderOptions{seq_len, seed, false});
+    tokenizer_spec = cfg.get<std::string>("data.tokenizer");
+    if (tokenizer_spec != "gpt2" && !tokenizer_spec.empty() && fs::exists(tokenizer_spec))
+      tokenizer_spec = fs::absolute(tokenizer_spec).string();
+
+    model = std::make_unique<gpt::GPT>(mc);
+    model->init_weights(seed);
+    model->to(device);
+    optim::AdamWConfig oc;
+    oc.lr = cfg.get<double>("optim.lr");
+    oc.beta1 = cfg.get<double>("optim.beta1");
+    oc.beta2 = cfg.get<double>("optim.beta2");
+    oc.eps = cfg.get<double>("optim.eps");
+    oc.weight_decay = cfg.get<double>("optim.weight_decay");
+    opt = std::make_unique<optim::AdamW>(model->parameters(), oc);
+    schedule.kind = cfg.get<std::string>("optim.schedule");
+    schedule.warmup = cfg.get<int64_t>("optim.warmup_steps");
+    schedule.total = steps;
+    schedule.max_lr = oc.lr;
+    schedule.min_lr = cfg.get<double>("optim.min_lr");
+    (void)schedule.at(0);  // validates the kind
+
+    out_dir = cfg.get<std::string>("train.out_dir");
+    ckpt_root = out_dir / "checkpoints";
+    fs::create_directories(out_dir);
+    resume();
+    metrics = MetricsWriter(out_dir.string());
+  }
+
+  // ---- checkpoints ------------------------------------------------------------------------------
+  void save_checkpoint(int64_t step) {
+    if (checkpoint::is_committed(ckpt_root, step)) return;  // already saved at this step
+    std::vector<checkpoint::ShardTensor> tensors;
+    for (const nn::ParamRef& p : model->parameters()) tensors.emplace_back("model/" + p.name, *p.tensor);
+    for (auto& [name, t] : opt->state_tensors()) tensors.emplace_back("optim/" + name, *t);
+    checkpoint::CommitInfo info;
+    info.metadata = json{{"step", step},
+                         {"optimizer_steps", opt->steps_taken()},
+                         {"data", {{"position", train_loader->position()}, {"seed", seed}, {"seq_len", seq_len}}},
+                         {"model", model_config_json(mc)},
+                         {"tokenizer", tokenizer_spec},
+                         {"recipe", cfg.effective_toml()},
+                         {"lr_schedule", {{"kind", schedule.kind}, {"warmup", schedule.warmup},
+                                          {"total", schedule.total}, {"max_lr", schedule.max_lr},
+                                          {"min_lr", schedule.min_lr}}}};
+    info.layout = json{{"world_size", 1}, {"dp", 1}, {"tp", 1}, {"pp", 1}};
+    json rank_state{{"dropout", checkpoint::rng_state_to_json(model->dropout_generator().state())}};
+    checkpoint::save(ckpt_root, step, tensors, info, rank_state);
+    int64_t keep = cfg.get<int64_t>("train.keep_checkpoints");
+    if (keep > 0) checkpoint::retain_last(ckpt_root, static_cast<int>(keep));
+    std::cout << "checkpoint: " << (ckpt_root / checkpoint::step_dir_name(step)).string() << std::endl;
+  }
+
+  void resume() {
+    std::string mode = cfg.get<std::string>("train.resume");
+    fs::path from;
+    if (mode == "never" || mode == "false") return;
+    if (mode == "auto" || mode == "true") {
+      if (!fs::exists(ckpt_root / "latest")) return;
+      from = ckpt_root;
+    } else {
+      from = mode;
+    }
+    checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(from);
+    const json& meta = ck.metadata();
+    json saved_model = meta.at("model");
+    MODU_CHECK(saved_model == model_config_json(mc), "resume: the checkpoint ", ck.dir().string(),
+               " holds a different model (", saved_model.dump(), ") than the recipe (", model_config_json(mc).dump(),
+               "); use the recipe it was trained with, or set train.resume = \"never\" with a new train.out_dir");
+    NoGradGuard no_grad;
+    for (const nn::ParamRef& p : model->parameters()) ck.read("model/" + p.name, *p.tensor);
+    for (auto& [name, t] : opt->state_tensors()) ck.read("optim/" + name, *t);
+    opt->set_steps_taken(meta.at("optimizer_steps").get<int64_t>());
+    start_step = meta.at("step").get<int64_t>();
+    train_loader->set_position(meta.at("data").at("position").get<uint64_t>());
+    const json& rs = ck.rank_state(0);
+    if (rs.contains("dropout")) model->dropout_generator().set_state(checkpoint::rng_state_from_json(rs.at("dropout")));
+    std::cout << "resumed from " << ck.dir().string() << " at step " << start_step << std::endl;
+  }
+
+  // ---- evaluation and samples -----------------------------------------------------------------
+  double evaluate() {
+    if (!val_loader) return std::numeric_limits<double>::quiet_NaN();
+    NoGradGuard no_grad;
+    model->set_training(false);
+    int64_t batches = std::min<int64_t>(cfg.get<int64_t>("train.eval_batches"),
+                                        static_cast<int64_t>(val_loader->batches_per_epoch(micro)));
+    MODU_CHECK(batches > 0, "the validation split holds fewer than ", micro, " sequences of ", seq_len,
+               " tokens: lower train.micro_batch_size or train.seq_len, or prepare more val data");
+    double total = 0;
+    for (int64_t b = 0; b < batches; ++b) {
+      data::TokenBatch tb = val_loader->batch_at(static_cast<uint64_t>(b * micro), micro);
+      Tensor logits = model->forward(tb.inputs.to(device));
+      total += model->loss(logits, tb.targets.to(device)).item();
+    }
+    model->set_training(true);
+    return total / static_cast<double>(batches);
+  }
+
+  void print_sample() {
+    std::string prompt = cfg.get<std::string>("train.sample_prompt");
+    int64_t n = cfg.get<int64_t>("train.sample_tokens");
+    if (prompt.empty() || n <= 0 || tokenizer_spec.empty()) return;
+    data::BpeTokenizer tok = data::load_tokenizer(tokenizer_spec);
+    gpt::SamplingOptions so;
+    so.max_new_tokens = n;
+    so.temperature = 0.8;
+    so.top_k = 40;
+    so.seed = seed;
+    std::vector<int32_t> ids = tok.encode(prompt);
+    std::vector<int32_t> out = gpt::sample(*model, ids, so);
+    std::cout << "sample: " << prompt << tok.decode(out) << std::endl;
+  }
+
+  // ---- the loop ---------------------------------------------------------------------------------
+  int run() {
+    StopSignalScope signals;
+    int64_t accum = batch / micro;
+    int64_t log_every = std::max<int64_t>(1, cfg.get<int64_t>("train.log_every"));
+    int64_t eval_every = cfg.get<int64_t>("train.eval_every");
+    int64_t ckpt_every = cfg.get<int64_t>("train.checkpoint_every");
+    int64_t sample_every = cfg.get<int64_t>("train.sample_every");
+    double grad_clip = cfg.get<double>("optim.grad_clip");
+    int64_t stop_after = cfg.get<int64_t>("train.stop_after");
+    double peak = peak_flops(cfg, device);
+    double flops_per_token = static_cast<double>(model->flops_per_token(seq_len));
+    std::vector<nn::ParamRef> params = model->parameters();
+    std::cout << "model: " << mc.arch << ", " << model->parameter_count() << " parameters (vocabulary padded to "
+              << mc.padded_vocab() << "), " << params.size() << " tensors; device " << device.str() << ", "
+              << omp_get_max_threads() << " CPU threads" << std::endl;
+    std::cout << "data: " << train_loader->data().description() << ", " << train_loader->data().size() << " tokens, "
+              << train_loader->num_samples() << " sequences of " << seq_len << "; " << batch << " sequences per step ("
+              << accum << " x " << micro << ")" << std::endl;
+    if (start_step == 0) {
+      double v = evaluate();
+      if (!std::isnan(v)) {
+        metrics.write(json{{"step", 0}, {"val_loss", v}});
+        std::cout << "step 0/" << steps << " | val_loss " << v << std::endl;
+      }
+    }
+    auto run_start = std::chrono::steady_clock::now();
+    double window_time = 0;
+    int64_t window_tokens = 0;
+    for (int64_t step = start_step; step < steps; ++step) {
+      auto t0 = std::chrono::steady_clock::now();
+      double lr = schedule.at(step);
+      model->zero_grad();
+      double loss_sum = 0;
+      for (int64_t a = 0; a < accum; ++a) {
+        data::TokenBatch tb = train_loader->next_batch(micro);
+        Tensor logits = model->forward(tb.inputs.to(device));
+        Tensor loss = model->loss(logits, tb.targets.to(device));
+        loss_sum += loss.item();
+        Tensor scaled = accum > 1 ? mul_scalar(loss, 1.0 / static_cast<double>(accum)) : loss;
+        scaled.backward();
+      }
+      double gnorm = optim::clip_grad_norm(params, grad_clip);
+      opt->step(lr);
+      double loss = loss_sum / static_cast<double>(accum);
+      MODU_CHECK(std::isfinite(loss), "training diverged at step ", step + 1, ": loss is ", loss,
+                 "; lower optim.lr or check the data");
+      double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      window_time += dt;
+      window_tokens += batch * seq_len;
+      int64_t done = step + 1;
+      bool last = done == steps;
+      bool stop = g_stop_signal.load() != 0 || done == stop_after;
+      if (done % log_every == 0 || last || step == start_step || stop) {
+        double tps = window_tokens / window_time;
+        double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
+        double eta = elapsed / static_cast<double>(done - start_step) * static_cast<double>(steps - done);
+        Progress p{done, steps, loss, lr, gnorm, tps, tps * flops_per_token / peak, eta};
+        std::cout << format_progress(p) << std::endl;
+        metrics.write(json{{"step", done}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", tps},
+                           {"mfu", tps * flops_per_token / peak}, {"elapsed_s", elapsed}});
+        window_time = 0;
+        window_tokens = 0;
+      }
+      if ((eval_every > 0 && done % eval_every == 0) || last) {
+        double v = evaluate();
+        if (!std::isnan(v)) {
+          metrics.write(json{{"step", done}, {"val_loss", v}});
+          std::cout << "step " << done << "/" << steps << " | val_loss " << v << std::endl;
+        }
+      }
+      if (sample_every > 0 && (done % sample_every == 0 || last)) print_sample();
+      if ((ckpt_every > 0 && done % ckpt_every == 0) || last || stop) save_checkpoint(done);
+      if (stop) {
+        if (g_stop_signal.load() != 0)
+          std::cout << "stopped by signal " << g_stop_signal.load() << " after step " << done
+                    << "; resume with the same command" << std::endl;
+        else
+          std::cout << "stopped after step " << done << " (train.stop_after); resume with the same command"
+                    << std::endl;
+        return 0;
+      }
+    }
+    return 0;
+  }
+};
+
+}  // namespace
+
+void declare_recipe_schema(Config& c) {
+  // model
+  c.declare<std::string>("model.arch", "gpt2", "gpt2 | llama");
+  c.declare<int64_t>("model.vocab_size", 50257, "tokens in the vocabulary");
+  c.declare<int64_t>("model.pad_vocab_to", 128, "embedding rows padded to a multiple of this");
+  c.declare<int64_t>("model.n_layer", 12, "transformer blocks");
+  c.declare<int64_t>("model.n_head", 12, "attention heads");
+  c.declare<int64_t>("model.n_kv_head", 0, "llama: key/value heads for grouped-query attention (0 = n_head)");
+  c.declare<int64_t>("model.n_embd", 768, "model width C");
+  c.declare<int64_t>("model.block_size", 1024, "maximum context length");
+  c.declare<int64_t>("model.ffn_hidden", 0, "llama: SwiGLU width (0 = 8C/3 rounded up to 64)");
+  c.declare<double>("model.dropout", 0.0, "dropout probability (embeddings and residual branches)");
+  c.declare<double>("model.rope_theta", 10000.0, "llama: rotary base");
+  c.declare<double>("model.norm_eps", 1e-5, "epsilon of LayerNorm / RMSNorm");
+  c.declare<bool>("model.recompute", false, "recompute each block's activations in backward instead of storing them");
+  // data
+  c.declare<std::string>("data.train", "", "training token shards (`modu prepare text` output: DIR/train, DIR or a glob)");
+  c.declare<std::string>("data.val", "", "validation token shards (empty: no evaluation)");
+  c.declare<std::string>("data.tokenizer", "gpt2", "tokenizer for samples: gpt2 or a `modu prepare tokenizer` folder");
+  // train
+  c.declare<int64_t>("train.steps", 1000, "optimizer steps");
+  c.declare<int64_t>("train.batch_size", 8, "sequences per optimizer step (global)");
+  c.declare<int64_t>("train.micro_batch_size", 0, "sequences per forward/backward (0 = batch_size)");
+  c.declare<int64_t>("train.seq_len", 0, "tokens per sequence (0 = model.block_size)");
+  c.declare<std::string>("train.out_dir", "runs/gpt", "metrics.jsonl and checkpoints/ go here");
+  c.declare<int64_t>("train.seed", 1337, "seed of initialisation, data order and dropout");
+  c.declare<int64_t>("train.log_every", 10, "steps between progress lines");
+  c.declare<int64_t>("train.eval_every", 250, "steps between validation losses (0 = only at the end)");
+  c.declare<int64_t>("train.eval_batches", 20, "validation batches per evaluation");
+  c.declare<int64_t>("train.checkpoint_every", 500, "steps between checkpoints (0 = only at the end)");
+  c.declare<int64_t>("train.keep_checkpoints", 0, "keep only the newest N checkpoints (0 = keep all)");
+  c.declare<std::string>("train.resume", "auto", "auto (continue OUT_DIR/checkpoints/latest if any) | never | a checkpoint path");
+  c.declare<std::string>("train.device", "cpu", "cpu | cuda | cuda:N");
+  c.declare<std::string>("train.dtype", "f32", "f32 (bf16 autocast: CUDA backend)");
+  c.declare<int64_t>("train.threads", 0, "CPU threads (0 = OpenMP's default)");
+  c.declare<double>("train.peak_tflops", 0.0, "device peak for MFU (0 = estimate)");
+  c.declare<int64_t>("train.stop_after", 0, "stop (with a checkpoint) after this step, as on SIGTERM (0 = run to the end)");
+  c.declare<int64_t>("train.sample_every", 0, "steps between printed samples (0 = never)");
+  c.declare<std::string>("train.sample_prompt", "", "prompt of the printed samples");
+  c.declare<int64_t>("train.sample_tokens", 48, "tokens per printed sample");
+  // optim
+  c.declare<double>("optim.lr", 6e-4, "peak learning rate");
+  c.declare<double>("optim.min_lr", 6e-5, "learning rate at the end of the decay");
+  c.declare<int64_t>("optim.warmup_steps", 100, "linear warmup steps");
+  c.declare<std::string>("optim.schedule", "cosine", "cosine | linear | constant");
+  c.declare<double>("optim.beta1", 0.9, "AdamW beta1");
+  c.declare<double>("optim.beta2", 0.95, "AdamW beta2");
+  c.declare<double>("optim.eps", 1e-8, "AdamW epsilon");
+  c.declare<double>("optim.weight_decay", 0.1, "decoupled weight decay (matrices only)");
+  c.declare<double>("optim.grad_clip", 1.0, "global gradient-norm clip (0 = off)");
+  // parallel (the parallel layer)
+  c.declare<int64_t>("parallel.tp", 1, "tensor-parallel ranks");
+  c.declare<int64_t>("parallel.pp", 1, "pipeline stages");
+  c.declare<int64_t>("parallel.zero", 0, "ZeRO stage over data parallelism (0, 1, 2)");
+  c.declare<std::string>("parallel.schedule", "1f1b", "pipeline schedule: 1f1b | interleaved");
+  c.declare<int64_t>("parallel.virtual_stages", 1, "interleaved schedule: model chunks per stage");
+}
+
+int train_main(const Config& recipe) {
+  Trainer t(recipe);
+  t.setup();
+  return t.run();
+}
+
+int generate_main(const GenerateOptions& opts) {
+  fs::path path = opts.checkpoint_dir;
+  if (fs::exists(path / "checkpoints" / "latest")) path /= "checkpoints";  // a run folder
+  checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(path);
+  const json& meta = ck.metadata();
+  gpt::GptConfig mc = model_config_from_json(meta.at("model"));
+  mc.dropout = 0;
+  gpt::GPT model(mc);
+  {
+    NoGradGuard no_grad;
+    for (const nn::ParamRef& p : model.parameters()) ck.read("model/" + p.name, *p.tensor);
+  }
+  model.set_training(false);
+  std::string tok_spec = opts.tokenizer.empty() ? meta.value("tokenizer", std::string("gpt2")) : opts.tokenizer;
+  data::BpeTokenizer tok = data::load_tokenizer(tok_spec);
+  gpt::SamplingOptions so;
+  so.max_new_tokens = opts.max_new_tokens;
+  so.temperature = opts.temperature;
+  so.top_k = opts.top_k;
+  so.top_p = opts.top_p;
+  so.seed = opts.seed;
+  so.stop_token = static_cast<int32_t>(tok.eot_id());
+  std::vector<int32_t> ids = tok.encode(opts.prompt);
+  MODU_CHECK(!ids.empty(), "generate: the prompt is empty");
+  std::vector<int32_t> out = gpt::sample(model, ids, so);
+  std::cout << opts.prompt << tok.decode(out) << std::endl;
+  return 0;
+}
+
+}  // namespace modu::recipes
