@@ -128,7 +128,12 @@ struct Engine {
     MODU_CHECK(g.dtype() == leaf->dtype && g.shape() == leaf->shape, "backward: gradient ", describe(g),
                " does not match its leaf ", describe(Tensor(Ref<TensorImpl>(leaf))));
     if (!leaf->grad) {
-      leaf->grad = copy(g).impl_ref();  // a buffer of its own: later passes accumulate into it
+      // The leaf needs a buffer of its own (later passes accumulate into it): take g's when nothing
+      // else can see it, else copy.
+      const Storage& s = *g.storage();
+      bool exclusive = g.is_contiguous() && g.offset() == 0 && s.nbytes() == g.nbytes() && s.use_count() == 1 &&
+                       g.impl()->use_count() == 1;
+      leaf->grad = exclusive ? g.detach().impl_ref() : copy(g).impl_ref();
     } else {
       Tensor acc(leaf->grad);
       acc.add_(g);

@@ -23,11 +23,7 @@ int64_t Module::parameter_count() {
 }
 
 void Module::zero_grad() {
-  NoGradGuard no_grad;
-  for (const ParamRef& p : parameters()) {
-    Tensor g = p.tensor->grad();
-    if (g.defined()) g.zero_();
-  }
+  for (const ParamRef& p : parameters()) p.tensor->set_grad(Tensor());
 }
 
 void Module::to(Device device) {

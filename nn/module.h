@@ -32,7 +32,9 @@ class Module {
   // Every parameter of this module and its children, depth first in registration order.
   std::vector<ParamRef> parameters(const std::string& prefix = "");
   int64_t parameter_count();
-  void zero_grad();  // sets every parameter's .grad to zero (keeps the buffers)
+  // Drops every parameter's .grad: the next backward writes fresh gradients (no zero-fill, no +=);
+  // a parameter no backward reaches keeps no gradient, and the optimizer skips it.
+  void zero_grad();
   // Moves parameters (and .grad) to a device / dtype in place of the old tensors.
   void to(Device device);
 

@@ -57,15 +57,18 @@ int64_t AdamW::state_bytes() const {
 }
 
 double grad_norm(const std::vector<nn::ParamRef>& params) {
+  // Sums of squares stay on the device; one read-back (one synchronisation) at the end.
   NoGradGuard no_grad;
-  double total = 0;
+  Tensor total;
   for (const nn::ParamRef& p : params) {
     Tensor g = p.tensor->grad();
     if (!g.defined()) continue;
     Tensor g32 = g.dtype() == DType::F64 ? g : g.to(DType::F32);
-    total += sum(mul(g32, g32)).item();
+    Tensor s = sum(mul(g32, g32));
+    if (total.defined() && s.dtype() != total.dtype()) s = s.to(total.dtype());
+    total = total.defined() ? add(total, s) : s;
   }
-  return std::sqrt(total);
+  return total.defined() ? std::sqrt(total.item()) : 0.0;
 }
 
 double clip_grad_norm(const std::vector<nn::ParamRef>& params, double max_norm) {

@@ -7,6 +7,7 @@
 // dense bf16). --dtype bf16 stores parameters and activations in bf16 (f32 AdamW moments, no f32
 // master copy): a lower bound on what bf16 autocast will give, not the same recipe.
 // Prints one JSON line per run; bench/gpu/run_gpt2.sh puts it beside PyTorch's figures.
+// --profile 1 adds one step with every op timed alone and prints the per-op table on stderr.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   std::string dtype = "f32", device = "cuda";
   double peak_tflops = 989.0;
   int64_t layers = 12;
+  bool profile = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--B") B = std::stoll(v);
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
     else if (k == "--device") device = v;
     else if (k == "--peak-tflops") peak_tflops = std::stod(v);
     else if (k == "--layers") layers = std::stoll(v);
+    else if (k == "--profile") profile = v == "1";
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -84,6 +87,18 @@ int main(int argc, char** argv) {
       if (s == 0) first_loss = l;
       last_loss = l;
       if (s >= warmup) times.push_back(dt);
+    }
+    if (profile) {  // one more step, every op timed on its own (device synchronised around each)
+      reset_op_profile();
+      set_op_profiling(true);
+      model.zero_grad();
+      Tensor loss = model.loss(model.forward(x), y);
+      loss.backward();
+      optim::clip_grad_norm(params, 1.0);
+      opt.step(6e-4);
+      loss.item();
+      set_op_profiling(false);
+      std::fprintf(stderr, "%s", op_profile_report(40).c_str());
     }
     std::sort(times.begin(), times.end());
     double med = times[times.size() / 2];

@@ -8,8 +8,8 @@ B=${2:-8}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUTJ=$(mktemp)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
-"$BIN" --B "$B" --dtype f32 | tee -a "$OUTJ"
-"$BIN" --B "$B" --dtype bf16 | tee -a "$OUTJ"
+"$BIN" --B "$B" --dtype f32 --profile 1 | tee -a "$OUTJ"
+"$BIN" --B "$B" --dtype bf16 --profile 1 | tee -a "$OUTJ"
 timeout 170 python3 "$HERE/bench_gpt2_torch.py" --B "$B" | tee -a "$OUTJ"
 python3 - "$OUTJ" <<'PY'
 import json, sys

@@ -49,17 +49,27 @@ void embedding_backward_kernel(const KernelCall& c) {
       check_indices(I, n, rows, "embedding_backward");
       const scalar_t* G = static_cast<const scalar_t*>(gy.data_ptr());
       scalar_t* W = static_cast<scalar_t*>(gw.data_ptr());
-      // Accumulate in acc_t per column block; each thread owns a column range (deterministic order).
+      // Each thread owns a column range of gw and adds the rows in index order (deterministic). f32/f64
+      // accumulate in the output itself; 16-bit types through an f32 buffer of the thread's columns.
       parallel_for(C, n + rows, [&](int64_t c0, int64_t c1) {
         int64_t width = c1 - c0;
-        std::vector<A> acc(static_cast<size_t>(rows * width), A(0));
-        for (int64_t i = 0; i < n; ++i) {
-          A* dst = acc.data() + static_cast<int64_t>(I[i]) * width;
-          const scalar_t* src = G + i * C + c0;
-          for (int64_t k = 0; k < width; ++k) dst[k] += load(src + k);
+        if constexpr (std::is_same_v<scalar_t, A>) {
+          for (int64_t r = 0; r < rows; ++r) std::fill(W + r * C + c0, W + r * C + c1, A(0));
+          for (int64_t i = 0; i < n; ++i) {
+            A* dst = W + static_cast<int64_t>(I[i]) * C + c0;
+            const scalar_t* src = G + i * C + c0;
+            for (int64_t k = 0; k < width; ++k) dst[k] += src[k];
+          }
+        } else {
+          std::vector<A> acc(static_cast<size_t>(rows * width), A(0));
+          for (int64_t i = 0; i < n; ++i) {
+            A* dst = acc.data() + static_cast<int64_t>(I[i]) * width;
+            const scalar_t* src = G + i * C + c0;
+            for (int64_t k = 0; k < width; ++k) dst[k] += load(src + k);
+          }
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t k = 0; k < width; ++k) store(W + r * C + c0 + k, acc[static_cast<size_t>(r * width + k)]);
         }
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t k = 0; k < width; ++k) store(W + r * C + c0 + k, acc[static_cast<size_t>(r * width + k)]);
       });
     });
   });

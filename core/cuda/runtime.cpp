@@ -449,6 +449,7 @@ namespace modu {
 void register_cuda_kernels(KernelRegistry& r) {
   // No CUDA runtime call here: a CUDA build must start on machines without a GPU.
   register_allocator(DeviceType::CUDA, cuda::allocator_factory);
+  r.set_synchronize(DeviceType::CUDA, [](int index) { cuda::synchronize(index); });
   cuda::register_elementwise_kernels(r);
   cuda::register_copy_kernels(r);
   cuda::register_reduce_kernels(r);

@@ -1,7 +1,12 @@
 // core/ops/dispatch.cpp — op metadata (from op_table.def), the kernel registry and dispatch().
 #include "core/ops/dispatch.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "core/ops/shape_rules.h"
 
@@ -16,6 +21,10 @@ constexpr OpInfo kOpInfo[] = {
 static_assert(sizeof(kOpInfo) / sizeof(kOpInfo[0]) == kNumOps);
 
 RecordFn g_recorder = nullptr;
+bool g_profiling = [] {
+  const char* env = std::getenv("MODU_PROFILE");
+  return env && *env && std::string(env) != "0";
+}();
 thread_local bool t_grad_mode = true;
 thread_local InputObserver t_observer = nullptr;
 thread_local void* t_observer_ctx = nullptr;
@@ -81,6 +90,46 @@ DispatchCounters& dispatch_counters() {
 }
 
 void set_tape_recorder(RecordFn fn) { g_recorder = fn; }
+
+void set_op_profiling(bool on) { g_profiling = on; }
+bool op_profiling() { return g_profiling; }
+OpProfile& op_profile() {
+  static OpProfile* p = new OpProfile();
+  return *p;
+}
+void reset_op_profile() { op_profile() = OpProfile(); }
+
+std::string op_profile_report(int max_rows) {
+  struct Row {
+    double s;
+    int64_t n;
+    int dev, op;
+  };
+  std::vector<Row> rows;
+  double total = 0;
+  const OpProfile& p = op_profile();
+  for (int d = 0; d < kNumDeviceTypes; ++d)
+    for (int o = 0; o < kNumOps; ++o)
+      if (p.calls[d][o]) {
+        rows.push_back({p.seconds[d][o], p.calls[d][o], d, o});
+        total += p.seconds[d][o];
+      }
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.s > b.s; });
+  std::string out = "op profile (device synchronised around each op)\n";
+  char line[160];
+  std::snprintf(line, sizeof line, "%-28s %-5s %10s %12s %10s %7s\n", "op", "dev", "calls", "total ms", "us/call", "share");
+  out += line;
+  for (size_t i = 0; i < rows.size() && static_cast<int>(i) < max_rows; ++i) {
+    const Row& r = rows[i];
+    std::snprintf(line, sizeof line, "%-28s %-5s %10lld %12.3f %10.2f %6.1f%%\n", op_name(static_cast<OpId>(r.op)),
+                  r.dev == 0 ? "cpu" : "cuda", static_cast<long long>(r.n), r.s * 1e3, r.s * 1e6 / static_cast<double>(r.n),
+                  total > 0 ? 100.0 * r.s / total : 0.0);
+    out += line;
+  }
+  std::snprintf(line, sizeof line, "%-28s %-5s %10s %12.3f\n", "total", "", "", total * 1e3);
+  out += line;
+  return out;
+}
 bool grad_mode_enabled() { return t_grad_mode; }
 void set_grad_mode(bool enabled) { t_grad_mode = enabled; }
 void set_input_observer(InputObserver fn, void* ctx) {
@@ -88,8 +137,21 @@ void set_input_observer(InputObserver fn, void* ctx) {
   t_observer_ctx = ctx;
 }
 
+namespace {
+void sync_for_profile(Device device) {
+  KernelRegistry::SyncFn fn = KernelRegistry::instance().synchronize_fn(device.type);
+  if (fn) fn(device.index);
+}
+}  // namespace
+
 void dispatch(OpId op, const OpAttrs& attrs, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const OpInfo& info = op_info(op);
+  std::chrono::steady_clock::time_point profile_start;
+  Device profile_device = in.empty() ? attrs.factory.device : in[0]->device();
+  if (g_profiling) [[unlikely]] {
+    sync_for_profile(profile_device);
+    profile_start = std::chrono::steady_clock::now();
+  }
   MODU_CHECK(info.n_in < 0 || static_cast<int>(in.size()) == info.n_in, op_name(op), ": expected ",
              int(info.n_in), " inputs, got ", in.size());
   MODU_CHECK(info.n_out < 0 || static_cast<int>(out.size()) == info.n_out, op_name(op), ": expected ",
@@ -140,6 +202,14 @@ void dispatch(OpId op, const OpAttrs& attrs, std::span<const Tensor* const> in, 
     }
   }
   ++dispatch_counters().calls[static_cast<int>(device.type)][static_cast<int>(op)];
+  if (g_profiling) [[unlikely]] {
+    sync_for_profile(profile_device);
+    if (op == OpId::to_device) sync_for_profile(attrs.device.device);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - profile_start).count();
+    OpProfile& p = op_profile();
+    p.seconds[static_cast<int>(device.type)][static_cast<int>(op)] += s;
+    ++p.calls[static_cast<int>(device.type)][static_cast<int>(op)];
+  }
 
   if (t_grad_mode && g_recorder && info.kind != OpKind::Factory && info.kind != OpKind::InPlace) {
     for (const Tensor* t : in) {

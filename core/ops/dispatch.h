@@ -10,6 +10,7 @@
 #pragma once
 
 #include <array>
+#include <string>
 #include <cstdint>
 #include <span>
 
@@ -39,6 +40,10 @@ class KernelRegistry {
  public:
   static KernelRegistry& instance();
   void set(DeviceType device, OpId op, Kernel fn, DTypeSet dtypes);
+  // Waits for a device's queued work (accelerators); the op profiler brackets each op with it.
+  using SyncFn = void (*)(int device_index);
+  void set_synchronize(DeviceType device, SyncFn fn) { sync_[static_cast<int>(device)] = fn; }
+  SyncFn synchronize_fn(DeviceType device) const { return sync_[static_cast<int>(device)]; }
   const KernelEntry& get(DeviceType device, OpId op) const {
     return table_[static_cast<int>(device)][static_cast<int>(op)];
   }
@@ -51,6 +56,7 @@ class KernelRegistry {
  private:
   KernelRegistry();
   std::array<std::array<KernelEntry, kNumOps>, kNumDeviceTypes> table_{};
+  std::array<SyncFn, kNumDeviceTypes> sync_{};
 };
 
 // Backends register their kernels from these (called once, by KernelRegistry's constructor).
@@ -101,6 +107,19 @@ struct DispatchCounters {
   std::array<std::array<int64_t, kNumOps>, kNumDeviceTypes> calls{};
 };
 DispatchCounters& dispatch_counters();
+
+// The op profiler: when on, every op is timed (the device synchronised before and after, so times are
+// the op's own, at the cost of the overlap) and summed per op and device. Off by default; MODU_PROFILE=1
+// in the environment turns it on at start. op_profile_report() is a table, slowest first.
+struct OpProfile {
+  std::array<std::array<double, kNumOps>, kNumDeviceTypes> seconds{};
+  std::array<std::array<int64_t, kNumOps>, kNumDeviceTypes> calls{};
+};
+void set_op_profiling(bool on);
+bool op_profiling();
+OpProfile& op_profile();
+void reset_op_profile();
+std::string op_profile_report(int max_rows = 30);
 
 // A hook that sees every op's inputs (used by activation recomputation to learn which leaves a scope
 // reads). Thread-local; null when unset.

@@ -13,6 +13,7 @@ struct Options {
   bool allow_no_gpu = false;
   bool bf16 = true;
   bool verbose = false;
+  bool error_tests = true;  // the deliberate CUDA errors (off under compute-sanitizer, which reports them)
   std::string filter;  // run only parity cases whose name contains this
 };
 

@@ -33,7 +33,7 @@ echo "prepare: build took $(( $(date +%s) - start )) s"
 BIN=$BUILD/tests/gpu/backend_parity
 BINS=("$BIN")
 for t in ${EXTRA_TARGETS:-}; do
-  f=$(find "$BUILD" -type f -name "$t" -perm -u+x | head -1)
+  f=$(find "$BUILD" -path "$BUILD/devcarry-stage" -prune -o -type f -name "$t" -perm -u+x -print | head -1)
   [[ -n "$f" ]] || { echo "prepare: built target $t not found under $BUILD" >&2; exit 1; }
   BINS+=("$f")
 done

@@ -8,7 +8,7 @@
 // relative_error against tol_f32 / tol_bf16, then the same random projection of the output is
 // back-propagated on both and every input gradient is compared.
 //
-// Usage: backend_parity [--allow-no-gpu] [--filter=SUBSTRING] [--no-bf16] [--verbose]
+// Usage: backend_parity [--allow-no-gpu] [--filter=SUBSTRING] [--no-bf16] [--no-error-tests] [--verbose]
 //   --allow-no-gpu  without a CUDA device print "no CUDA device" and exit 0 (the CPU dry run); the static
 //                   registration check still runs. Without it, no device is a failure.
 //   --filter        run only the parity cases whose name contains SUBSTRING (coverage is then not judged).
@@ -201,9 +201,10 @@ int main(int argc, char** argv) {
     if (a == "--allow-no-gpu") opt.allow_no_gpu = true;
     else if (a == "--no-bf16") opt.bf16 = false;
     else if (a == "--verbose") opt.verbose = true;
+    else if (a == "--no-error-tests") opt.error_tests = false;
     else if (a.rfind("--filter=", 0) == 0) opt.filter = a.substr(9);
     else {
-      std::fprintf(stderr, "usage: %s [--allow-no-gpu] [--filter=SUBSTRING] [--no-bf16] [--verbose]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--allow-no-gpu] [--filter=SUBSTRING] [--no-bf16] [--no-error-tests] [--verbose]\n", argv[0]);
       return 2;
     }
   }
