@@ -9,6 +9,7 @@
 #include "autograd/autograd.h"
 #include "autograd/node.h"
 #include "core/ops/ops.h"
+#include "core/small_vector.h"
 
 namespace modu::autograd {
 
@@ -399,9 +400,9 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
       gi[0] = full;
       return;
     }
-    case OpId::split: {
-      std::vector<Tensor> parts;
+    case OpId::split: {  // concat of the pieces' gradients, zeros for pieces that received none
       const InputMeta& m = meta(0);
+      SmallVec<Tensor, kMaxDims> parts;
       for (int i = 0; i < a.split.sizes.size(); ++i) {
         const Tensor& gp = n.grad_out[static_cast<size_t>(i)];
         if (gp.defined()) {
@@ -412,7 +413,7 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
           parts.push_back(Tensor::zeros(s, m.dtype, m.device));
         }
       }
-      gi[0] = concat(parts, a.split.dim);
+      gi[0] = concat(std::span<const Tensor>(parts.data(), parts.size()), a.split.dim);
       return;
     }
 

@@ -54,6 +54,7 @@ class Node final : public GradNodeBase {
   OpId op = OpId::neg;
   OpAttrs attrs;
   uint64_t seq = 0;
+  uint32_t n_outputs = 1;  // outputs the op produced (variadic ops: this call's count)
   SmallVec<Edge, 4> next;
   SmallVec<InputMeta, 4> input_meta;
   SmallVec<SavedTensor, 4> saved_in;   // indexed by input position; undefined when not saved

@@ -73,6 +73,7 @@ std::vector<Tensor> checkpoint(const RecomputeFn& fn, const std::vector<Tensor>&
   };
   for (size_t i = 0; i < inputs.size(); ++i) link(i, inputs[i]);
   for (size_t j = 0; j < state->leaves.size(); ++j) link(inputs.size() + j, state->leaves[j]);
+  n->n_outputs = static_cast<uint32_t>(outputs.size());
   n->recompute = std::move(state);
   n->seq = next_sequence_number();  // after every node the scope's inputs came from
   Ref<GradNodeBase> self(n);

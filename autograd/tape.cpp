@@ -33,6 +33,7 @@ void record(OpId op, const OpAttrs& attrs, std::span<const Tensor* const> in, st
   n->op = op;
   n->attrs = attrs;
   n->seq = g_seq.fetch_add(1, std::memory_order_relaxed);
+  n->n_outputs = static_cast<uint32_t>(out.size());
   n->next.assign_default(in.size());
   n->input_meta.assign_default(in.size());
   SaveSpec spec = save_spec(op);
@@ -112,11 +113,7 @@ struct Engine {
 
   // Gradient slots of a node's outputs, made on first use.
   static Tensor& grad_slot(Node* n, uint32_t output_nr) {
-    if (n->grad_out.size() == 0) {
-      int n_out = op_info(n->op).n_out;
-      size_t slots = n->recompute ? n->recompute->n_outputs : (n_out < 0 ? kMaxDims : static_cast<size_t>(n_out));
-      n->grad_out.assign_default(std::max<size_t>(slots, 1));
-    }
+    if (n->grad_out.size() == 0) n->grad_out.assign_default(std::max<size_t>(n->n_outputs, 1));
     return n->grad_out[output_nr];
   }
 

@@ -212,6 +212,21 @@ std::vector<Tensor> Tensor::split_sizes(const std::vector<int64_t>& sizes, int64
   return out;
 }
 
+template <int N>
+std::array<Tensor, N> Tensor::chunk(int64_t d) const {
+  SplitAttrs a;
+  a.dim = normalize_dim(d, dim(), "chunk dim");
+  MODU_CHECK(size(a.dim) % N == 0, "chunk: dim ", a.dim, " of ", describe(*this), " does not divide into ", N);
+  for (int i = 0; i < N; ++i) a.sizes.push_back(size(a.dim) / N);
+  std::array<Tensor, N> out;
+  const Tensor* in[] = {this};
+  dispatch(OpId::split, a, in, out);
+  return out;
+}
+template std::array<Tensor, 2> Tensor::chunk<2>(int64_t) const;
+template std::array<Tensor, 3> Tensor::chunk<3>(int64_t) const;
+template std::array<Tensor, 4> Tensor::chunk<4>(int64_t) const;
+
 std::vector<Tensor> Tensor::split(int64_t split_size, int64_t d) const {
   MODU_CHECK(split_size > 0, "split: split_size must be positive");
   int64_t n = size(d);

@@ -9,6 +9,7 @@
 // accumulated gradient of a leaf, and the scratch counters belong to the backward engine.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <iosfwd>
 #include <span>
@@ -122,6 +123,9 @@ class Tensor {
   Tensor unsqueeze(int64_t dim) const;
   Tensor flatten(int64_t start = 0, int64_t end = -1) const;
   std::vector<Tensor> split(int64_t split_size, int64_t dim) const;
+  // N equal pieces along dim as views, without a heap allocation (the dim must divide by N).
+  template <int N>
+  std::array<Tensor, N> chunk(int64_t dim) const;
   std::vector<Tensor> split_sizes(const std::vector<int64_t>& sizes, int64_t dim) const;
 
   // ---- copies and conversion -------------------------------------------------------------------
@@ -181,6 +185,11 @@ std::string describe(const Tensor& t);
 // ---- element access helpers for host code ---------------------------------------------------------
 // Reads element `linear_index` (row-major over the logical shape) of a CPU tensor as double.
 double read_element(const Tensor& t, int64_t linear_index);
+
+// Defined in tensor.cpp for N = 2, 3, 4.
+extern template std::array<Tensor, 2> Tensor::chunk<2>(int64_t) const;
+extern template std::array<Tensor, 3> Tensor::chunk<3>(int64_t) const;
+extern template std::array<Tensor, 4> Tensor::chunk<4>(int64_t) const;
 
 template <class T>
 Tensor Tensor::from_vector(const std::vector<T>& values, const Dims& shape, DType dtype) {

@@ -22,8 +22,9 @@ int64_t Module::parameter_count() {
   return n;
 }
 
-void Module::zero_grad() {
-  for (const ParamRef& p : parameters()) p.tensor->set_grad(Tensor());
+void Module::zero_grad() {  // walks the tree without building names: no allocation
+  for (const Entry& e : params_) e.tensor->set_grad(Tensor());
+  for (auto& [name, child] : children_) child->zero_grad();
 }
 
 void Module::to(Device device) {

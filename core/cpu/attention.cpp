@@ -10,7 +10,6 @@
 
 #include <cmath>
 #include <limits>
-#include <vector>
 
 #include "core/cpu/kernels.h"
 #include "core/cpu/loops.h"
@@ -58,13 +57,15 @@ void attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_i
   T* O = static_cast<T*>(o.data_ptr());
   T* LSE = static_cast<T*>(lse_out.data_ptr());
   T scale = static_cast<T>(a.scale);
+  const int slots = max_threads();
+  Scratch<T> scratch(static_cast<int64_t>(slots) * T_ * S);  // one (T, S) score block per thread
   parallel_for(B * NH, 4 * T_ * S * D, [&](int64_t h0, int64_t h1) {
-    std::vector<T> P(static_cast<size_t>(T_ * S));
+    T* P = scratch.data + static_cast<int64_t>(thread_slot(slots)) * T_ * S;
     for (int64_t bh = h0; bh < h1; ++bh) {
       int64_t b = bh / NH, h = bh % NH;
-      gemm_rm<T>(false, true, T_, S, D, scale, q.head<T>(b, h), q.ld(), k.head<T>(b, h), k.ld(), T(0), P.data(), S);
+      gemm_rm<T>(false, true, T_, S, D, scale, q.head<T>(b, h), q.ld(), k.head<T>(b, h), k.ld(), T(0), P, S);
       for (int64_t i = 0; i < T_; ++i) {
-        T* row = P.data() + i * S;
+        T* row = P + i * S;
         int64_t valid = a.causal ? std::min<int64_t>(S, i + shift + 1) : S;
         T m = -std::numeric_limits<T>::infinity();
         for (int64_t j = 0; j < valid; ++j) m = std::max(m, row[j]);
@@ -78,7 +79,7 @@ void attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_i
         for (int64_t j = valid; j < S; ++j) row[j] = 0;
         LSE[bh * T_ + i] = m + std::log(s);
       }
-      gemm_rm<T>(false, false, T_, D, S, T(1), P.data(), S, v.head<T>(b, h), v.ld(), T(0), O + bh * T_ * D, D);
+      gemm_rm<T>(false, false, T_, D, S, T(1), P, S, v.head<T>(b, h), v.ld(), T(0), O + bh * T_ * D, D);
     }
   });
 }
@@ -96,8 +97,14 @@ void attention_backward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_
   T* GQ = static_cast<T*>(gq.data_ptr());
   T* GK = static_cast<T*>(gk.data_ptr());
   T* GV = static_cast<T*>(gv.data_ptr());
+  // Per thread: P and dP (T, S) and the row dots D (T).
+  const int64_t per_thread = 2 * T_ * S + T_;
+  const int slots = max_threads();
+  Scratch<T> scratch(static_cast<int64_t>(slots) * per_thread);
   parallel_for(B * NH, 8 * T_ * S * D, [&](int64_t h0, int64_t h1) {
-    std::vector<T> P(static_cast<size_t>(T_ * S)), dP(static_cast<size_t>(T_ * S)), Drow(static_cast<size_t>(T_));
+    T* P = scratch.data + static_cast<int64_t>(thread_slot(slots)) * per_thread;
+    T* dP = P + T_ * S;
+    T* Drow = dP + T_ * S;
     for (int64_t bh = h0; bh < h1; ++bh) {
       int64_t b = bh / NH, h = bh % NH;
       const T* Q = q.head<T>(b, h);
@@ -106,27 +113,27 @@ void attention_backward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_
       const T* Oh = o.head<T>(b, h);
       const T* dO = go.head<T>(b, h);
       // P = softmax(scale Q K^T) rebuilt from the saved log-sum-exp.
-      gemm_rm<T>(false, true, T_, S, D, scale, Q, q.ld(), K, k.ld(), T(0), P.data(), S);
+      gemm_rm<T>(false, true, T_, S, D, scale, Q, q.ld(), K, k.ld(), T(0), P, S);
       for (int64_t i = 0; i < T_; ++i) {
         int64_t valid = a.causal ? std::min<int64_t>(S, i + shift + 1) : S;
         T l = LSE[bh * T_ + i];
-        T* row = P.data() + i * S;
+        T* row = P + i * S;
         for (int64_t j = 0; j < valid; ++j) row[j] = std::exp(row[j] - l);
         for (int64_t j = valid; j < S; ++j) row[j] = 0;
         T d = 0;
         for (int64_t x = 0; x < D; ++x) d += dO[i * go.ld() + x] * Oh[i * o.ld() + x];
-        Drow[static_cast<size_t>(i)] = d;
+        Drow[i] = d;
       }
       // dV = P^T dO
-      gemm_rm<T>(true, false, S, D, T_, T(1), P.data(), S, dO, go.ld(), T(0), GV + bh * S * D, D);
+      gemm_rm<T>(true, false, S, D, T_, T(1), P, S, dO, go.ld(), T(0), GV + bh * S * D, D);
       // dP = dO V^T, then dS = P * (dP - D) (scale folded into the next products)
-      gemm_rm<T>(false, true, T_, S, D, T(1), dO, go.ld(), V, v.ld(), T(0), dP.data(), S);
+      gemm_rm<T>(false, true, T_, S, D, T(1), dO, go.ld(), V, v.ld(), T(0), dP, S);
       for (int64_t i = 0; i < T_; ++i) {
-        T d = Drow[static_cast<size_t>(i)];
-        for (int64_t j = 0; j < S; ++j) dP[static_cast<size_t>(i * S + j)] = P[static_cast<size_t>(i * S + j)] * (dP[static_cast<size_t>(i * S + j)] - d);
+        T d = Drow[i];
+        for (int64_t j = 0; j < S; ++j) dP[i * S + j] = P[i * S + j] * (dP[i * S + j] - d);
       }
-      gemm_rm<T>(false, false, T_, D, S, scale, dP.data(), S, K, k.ld(), T(0), GQ + bh * T_ * D, D);
-      gemm_rm<T>(true, false, S, D, T_, scale, dP.data(), S, Q, q.ld(), T(0), GK + bh * S * D, D);
+      gemm_rm<T>(false, false, T_, D, S, scale, dP, S, K, k.ld(), T(0), GQ + bh * T_ * D, D);
+      gemm_rm<T>(true, false, S, D, T_, scale, dP, S, Q, q.ld(), T(0), GK + bh * S * D, D);
     }
   });
 }

@@ -82,7 +82,7 @@ template <class T>
 void conv_forward(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, Tensor& y, const ConvAttrs& a) {
   Tensor x = as_contiguous(x_in), w = as_contiguous(w_in), b = as_contiguous(b_in);
   ConvGeom g = geometry(x, w, a);
-  std::vector<T> col(static_cast<size_t>(g.ckk() * g.ohw()));
+  Scratch<T> col(g.ckk() * g.ohw());
   const T* X = static_cast<const T*>(x.data_ptr());
   const T* Wt = static_cast<const T*>(w.data_ptr());
   const T* Bs = static_cast<const T*>(b.data_ptr());
@@ -90,8 +90,8 @@ void conv_forward(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, Te
   for (int64_t n = 0; n < g.N; ++n) {
     T* yn = Y + n * g.O * g.ohw();
     for (int64_t o = 0; o < g.O; ++o) std::fill(yn + o * g.ohw(), yn + (o + 1) * g.ohw(), Bs[o]);
-    im2col(X + n * g.C * g.H * g.W, g, col.data());
-    gemm_rm<T>(false, false, g.O, g.ohw(), g.ckk(), T(1), Wt, g.ckk(), col.data(), g.ohw(), T(1), yn, g.ohw());
+    im2col(X + n * g.C * g.H * g.W, g, col.data);
+    gemm_rm<T>(false, false, g.O, g.ohw(), g.ckk(), T(1), Wt, g.ckk(), col.data, g.ohw(), T(1), yn, g.ohw());
   }
 }
 
@@ -100,7 +100,7 @@ void conv_backward(const Tensor& gy_in, const Tensor& x_in, const Tensor& w_in, 
                    const ConvAttrs& a) {
   Tensor gy = as_contiguous(gy_in), x = as_contiguous(x_in), w = as_contiguous(w_in);
   ConvGeom g = geometry(x, w, a);
-  std::vector<T> col(static_cast<size_t>(g.ckk() * g.ohw()));
+  Scratch<T> col(g.ckk() * g.ohw());
   const T* GY = static_cast<const T*>(gy.data_ptr());
   const T* X = static_cast<const T*>(x.data_ptr());
   const T* Wt = static_cast<const T*>(w.data_ptr());
@@ -111,13 +111,13 @@ void conv_backward(const Tensor& gy_in, const Tensor& x_in, const Tensor& w_in, 
   std::fill(GB, GB + g.O, T(0));
   for (int64_t n = 0; n < g.N; ++n) {
     const T* gyn = GY + n * g.O * g.ohw();
-    im2col(X + n * g.C * g.H * g.W, g, col.data());
+    im2col(X + n * g.C * g.H * g.W, g, col.data);
     // gw (O, CKK) (+)= gy_n (O, OHW) @ col^T
-    gemm_rm<T>(false, true, g.O, g.ckk(), g.ohw(), T(1), gyn, g.ohw(), col.data(), g.ohw(), n == 0 ? T(0) : T(1), GW,
+    gemm_rm<T>(false, true, g.O, g.ckk(), g.ohw(), T(1), gyn, g.ohw(), col.data, g.ohw(), n == 0 ? T(0) : T(1), GW,
                g.ckk());
     // gcol = w^T (CKK, O) @ gy_n, folded back into gx_n
-    gemm_rm<T>(true, false, g.ckk(), g.ohw(), g.O, T(1), Wt, g.ckk(), gyn, g.ohw(), T(0), col.data(), g.ohw());
-    col2im(col.data(), g, GX + n * g.C * g.H * g.W);
+    gemm_rm<T>(true, false, g.ckk(), g.ohw(), g.O, T(1), Wt, g.ckk(), gyn, g.ohw(), T(0), col.data, g.ohw());
+    col2im(col.data, g, GX + n * g.C * g.H * g.W);
     for (int64_t o = 0; o < g.O; ++o) {
       T s = 0;
       for (int64_t k = 0; k < g.ohw(); ++k) s += gyn[o * g.ohw() + k];
@@ -210,8 +210,10 @@ void avg_pool_kernel(const KernelCall& c) {
     const scalar_t* in = static_cast<const scalar_t*>(x.data_ptr());
     scalar_t* out = static_cast<scalar_t*>(y.data_ptr());
     A inv = A(1) / A(pa.kernel_h * pa.kernel_w);
+    const int slots = max_threads();
+    Scratch<A> scratch(backward ? slots * H * W : 1);
     parallel_for(NC, H * W, [&](int64_t p0, int64_t p1) {
-      std::vector<A> acc(static_cast<size_t>(backward ? H * W : 0));
+      A* acc = scratch.data + (backward ? static_cast<int64_t>(thread_slot(slots)) * H * W : 0);
       for (int64_t p = p0; p < p1; ++p) {
         if (!backward) {
           for (int64_t oh = 0; oh < OH; ++oh)
@@ -223,15 +225,15 @@ void avg_pool_kernel(const KernelCall& c) {
               store(out + (p * OH + oh) * OW + ow, s * inv);
             }
         } else {
-          std::fill(acc.begin(), acc.end(), A(0));
+          std::fill(acc, acc + H * W, A(0));
           for (int64_t oh = 0; oh < OH; ++oh)
             for (int64_t ow = 0; ow < OW; ++ow) {
               A g = load(in + (p * OH + oh) * OW + ow) * inv;
               for (int64_t i = 0; i < pa.kernel_h; ++i)
                 for (int64_t j = 0; j < pa.kernel_w; ++j)
-                  acc[static_cast<size_t>((oh * pa.stride_h + i) * W + ow * pa.stride_w + j)] += g;
+                  acc[(oh * pa.stride_h + i) * W + ow * pa.stride_w + j] += g;
             }
-          for (int64_t k = 0; k < H * W; ++k) store(out + p * H * W + k, acc[static_cast<size_t>(k)]);
+          for (int64_t k = 0; k < H * W; ++k) store(out + p * H * W + k, acc[k]);
         }
       }
     });

@@ -61,14 +61,15 @@ void embedding_backward_kernel(const KernelCall& c) {
             for (int64_t k = 0; k < width; ++k) dst[k] += src[k];
           }
         } else {
-          std::vector<A> acc(static_cast<size_t>(rows * width), A(0));
+          Scratch<A> acc(rows * width);
+          std::fill(acc.data, acc.data + rows * width, A(0));
           for (int64_t i = 0; i < n; ++i) {
-            A* dst = acc.data() + static_cast<int64_t>(I[i]) * width;
+            A* dst = acc.data + static_cast<int64_t>(I[i]) * width;
             const scalar_t* src = G + i * C + c0;
             for (int64_t k = 0; k < width; ++k) dst[k] += load(src + k);
           }
           for (int64_t r = 0; r < rows; ++r)
-            for (int64_t k = 0; k < width; ++k) store(W + r * C + c0 + k, acc[static_cast<size_t>(r * width + k)]);
+            for (int64_t k = 0; k < width; ++k) store(W + r * C + c0 + k, acc[r * width + k]);
         }
       });
     });
@@ -146,19 +147,19 @@ void for_each_indexed(const Tensor& idx, int dim, const Dims& target_strides, in
   const IndexT* I = static_cast<const IndexT*>(idx.data_ptr());
   int nd = idx.dim();
   int64_t n = idx.numel();
-  std::vector<int64_t> coord(static_cast<size_t>(nd), 0);
+  int64_t coord[kMaxDims] = {};
   for (int64_t lin = 0; lin < n; ++lin) {
     int64_t idx_off = 0, tgt_off = 0;
     for (int d = 0; d < nd; ++d) {
-      idx_off += coord[static_cast<size_t>(d)] * idx.stride(d);
-      if (d != dim) tgt_off += coord[static_cast<size_t>(d)] * target_strides[d];
+      idx_off += coord[d] * idx.stride(d);
+      if (d != dim) tgt_off += coord[d] * target_strides[d];
     }
     int64_t v = I[idx_off];
     MODU_CHECK(v >= 0 && v < dim_limit, op, ": index ", v, " at position ", lin, " is out of range [0, ", dim_limit, ")");
     fn(lin, tgt_off + v * target_strides[dim]);
     for (int d = nd - 1; d >= 0; --d) {
-      if (++coord[static_cast<size_t>(d)] < idx.size(d)) break;
-      coord[static_cast<size_t>(d)] = 0;
+      if (++coord[d] < idx.size(d)) break;
+      coord[d] = 0;
     }
   }
 }

@@ -21,6 +21,17 @@ namespace modu::cpu {
 Tensor contiguous_copy(const Tensor& t);
 // dst <- src (src broadcast to dst, dtype converted), any strides, no dispatch.
 void copy_into(Tensor& dst, const Tensor& src);
+// n elements of T from the caching allocator (64-byte aligned, uninitialised): kernel scratch that
+// makes no heap allocation in steady state. Keep the object alive while the memory is used.
+template <class T>
+struct Scratch {
+  Tensor buffer;
+  T* data;
+  explicit Scratch(int64_t n)
+      : buffer(Tensor::empty(Dims{n * static_cast<int64_t>(sizeof(T))}, DType::U8)),
+        data(static_cast<T*>(buffer.data_ptr())) {}
+  T& operator[](int64_t i) { return data[i]; }
+};
 // t itself when contiguous, else contiguous_copy(t).
 inline Tensor as_contiguous(const Tensor& t) { return t.is_contiguous() ? t : contiguous_copy(t); }
 }  // namespace modu::cpu

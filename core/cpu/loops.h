@@ -78,6 +78,11 @@ constexpr int64_t kGrain = 32768;
 
 inline int max_threads() { return omp_get_max_threads(); }
 
+// The slot of per-thread scratch (sized max_threads() by the caller, outside the parallel region) this
+// thread uses inside parallel_for. Within one call only that call's threads (ids < slots) share the
+// scratch; a call nested in someone else's parallel region runs on one thread with its own scratch.
+inline int thread_slot(int slots) { return omp_get_thread_num() % (slots > 0 ? slots : 1); }
+
 // fn(begin, end) over [0, n) split into contiguous chunks across threads when n * cost_per_item is large.
 template <class F>
 void parallel_for(int64_t n, int64_t cost_per_item, F&& fn) {

@@ -41,26 +41,28 @@ void softmax_kernel(const KernelCall& c) {
     const scalar_t* in = static_cast<const scalar_t*>(x.data_ptr());
     scalar_t* out = static_cast<scalar_t*>(y.data_ptr());
     int64_t n = A3.n, inner = A3.inner;
+    const int slots = max_threads();
+    Scratch<A> scratch(static_cast<int64_t>(slots) * n);  // one row of n per thread
     parallel_for(A3.outer * inner, 4 * n, [&](int64_t b, int64_t e) {
-      std::vector<A> buf(static_cast<size_t>(n));
+      A* buf = scratch.data + static_cast<int64_t>(thread_slot(slots)) * n;
       for (int64_t r = b; r < e; ++r) {
         int64_t o = r / inner, i = r % inner;
         const scalar_t* p = in + o * n * inner + i;
         scalar_t* q = out + o * n * inner + i;
         A m = -std::numeric_limits<A>::infinity();
         for (int64_t j = 0; j < n; ++j) {
-          buf[static_cast<size_t>(j)] = load(p + j * inner);
-          m = std::max(m, buf[static_cast<size_t>(j)]);
+          buf[j] = load(p + j * inner);
+          m = std::max(m, buf[j]);
         }
         if (m == -std::numeric_limits<A>::infinity()) m = 0;  // an all -inf row stays finite below
         A s = 0;
-        for (int64_t j = 0; j < n; ++j) s += std::exp(buf[static_cast<size_t>(j)] - m);
+        for (int64_t j = 0; j < n; ++j) s += std::exp(buf[j] - m);
         if (log_out) {
           A lse = m + std::log(s);
-          for (int64_t j = 0; j < n; ++j) store(q + j * inner, buf[static_cast<size_t>(j)] - lse);
+          for (int64_t j = 0; j < n; ++j) store(q + j * inner, buf[j] - lse);
         } else {
           A inv = A(1) / s;
-          for (int64_t j = 0; j < n; ++j) store(q + j * inner, std::exp(buf[static_cast<size_t>(j)] - m) * inv);
+          for (int64_t j = 0; j < n; ++j) store(q + j * inner, std::exp(buf[j] - m) * inv);
         }
       }
     });
@@ -120,7 +122,8 @@ void cross_entropy_kernel(const KernelCall& c) {
         MODU_CHECK(t == a.ignore_index || (t >= 0 && t < V), "cross_entropy: target ", t, " at row ", i,
                    " is outside [0, ", V, ") and is not the ignore_index ", a.ignore_index);
       }
-      std::vector<double> row_loss(static_cast<size_t>(N), 0.0);
+      Scratch<double> row_loss(N);
+      std::fill(row_loss.data, row_loss.data + N, 0.0);
       parallel_for(N, 3 * V, [&](int64_t b, int64_t e) {
         for (int64_t i = b; i < e; ++i) {
           const scalar_t* p = L + i * V;
@@ -131,13 +134,13 @@ void cross_entropy_kernel(const KernelCall& c) {
           for (int64_t j = 0; j < V; ++j) s += std::exp(load(p + j) - m);
           lse[i] = m + std::log(s);
           int64_t t = T[i];
-          if (t != a.ignore_index) row_loss[static_cast<size_t>(i)] = static_cast<double>(lse[i] - load(p + t));
+          if (t != a.ignore_index) row_loss[i] = static_cast<double>(lse[i] - load(p + t));
         }
       });
       double total = 0;
       int64_t counted = 0;
       for (int64_t i = 0; i < N; ++i)
-        if (T[i] != a.ignore_index) total += row_loss[static_cast<size_t>(i)], ++counted;
+        if (T[i] != a.ignore_index) total += row_loss[i], ++counted;
       double value = a.mean ? (counted ? total / static_cast<double>(counted) : NAN) : total;
       store(static_cast<scalar_t*>(loss.data_ptr()), static_cast<A>(value));
     });
@@ -181,21 +184,23 @@ void cross_entropy_backward_kernel(const KernelCall& c) {
   });
 }
 
-// Sums per-thread partial parameter gradients: partial is (threads, C).
+// Per-thread partial parameter gradients (threads, C), in scratch from the caching allocator.
 template <class A>
 struct ParamGradBuffers {
   int threads;
   int64_t C;
-  std::vector<A> gw, gb;
-  ParamGradBuffers(int64_t c) : threads(max_threads()), C(c), gw(static_cast<size_t>(threads * c), A(0)),
-                                gb(static_cast<size_t>(threads * c), A(0)) {}
-  A* w(int t) { return gw.data() + t * C; }
-  A* b(int t) { return gb.data() + t * C; }
+  Scratch<A> gw, gb;
+  ParamGradBuffers(int64_t c) : threads(max_threads()), C(c), gw(threads * c), gb(threads * c) {
+    std::fill(gw.data, gw.data + threads * c, A(0));
+    std::fill(gb.data, gb.data + threads * c, A(0));
+  }
+  A* w(int t) { return gw.data + t * C; }
+  A* b(int t) { return gb.data + t * C; }
   template <class T>
   void reduce_into(T* out_w, T* out_b) {
     for (int64_t k = 0; k < C; ++k) {
       A sw = 0, sb = 0;
-      for (int t = 0; t < threads; ++t) sw += gw[static_cast<size_t>(t * C + k)], sb += gb[static_cast<size_t>(t * C + k)];
+      for (int t = 0; t < threads; ++t) sw += gw[t * C + k], sb += gb[t * C + k];
       if (out_w) store(out_w + k, sw);
       if (out_b) store(out_b + k, sb);
     }
@@ -355,7 +360,9 @@ void group_norm_backward_kernel(const KernelCall& c) {
     const A* RSTD = static_cast<const A*>(rstd_t.data_ptr());
     scalar_t* GX = static_cast<scalar_t*>(c.output(0).data_ptr());
     // Parameter gradients: sequential over (n, g) blocks per channel (small); gx per block in parallel.
-    std::vector<A> gw(static_cast<size_t>(C), A(0)), gb(static_cast<size_t>(C), A(0));
+    Scratch<A> gw(C), gb(C);
+    std::fill(gw.data, gw.data + C, A(0));
+    std::fill(gb.data, gb.data + C, A(0));
     for (int64_t ng = 0; ng < N * G; ++ng) {
       int64_t g = ng % G;
       for (int64_t cc = 0; cc < Cg; ++cc) {
@@ -363,8 +370,8 @@ void group_norm_backward_kernel(const KernelCall& c) {
         for (int64_t s = 0; s < S; ++s) {
           int64_t k = ng * len + cc * S + s;
           A gj = load(GY + k);
-          gw[static_cast<size_t>(ch)] += gj * (load(X + k) - MEAN[ng]) * RSTD[ng];
-          gb[static_cast<size_t>(ch)] += gj;
+          gw[ch] += gj * (load(X + k) - MEAN[ng]) * RSTD[ng];
+          gb[ch] += gj;
         }
       }
     }
@@ -394,7 +401,7 @@ void group_norm_backward_kernel(const KernelCall& c) {
     });
     scalar_t* GW = static_cast<scalar_t*>(c.output(1).data_ptr());
     scalar_t* GB = static_cast<scalar_t*>(c.output(2).data_ptr());
-    for (int64_t k = 0; k < C; ++k) store(GW + k, gw[static_cast<size_t>(k)]), store(GB + k, gb[static_cast<size_t>(k)]);
+    for (int64_t k = 0; k < C; ++k) store(GW + k, gw[k]), store(GB + k, gb[k]);
   });
 }
 

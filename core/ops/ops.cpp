@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "core/small_vector.h"
+
 namespace modu {
 
 namespace {
@@ -123,15 +125,16 @@ Tensor sum_to_shape(const Tensor& x, const Dims& shape) {
   if (x.shape() == shape) return x;
   int lead = x.dim() - shape.size();
   MODU_CHECK(lead >= 0, "sum_to_shape: ", describe(x), " has fewer dims than ", shape.str());
-  std::vector<int64_t> dims;
+  ReduceAttrs r;
+  r.keepdim = true;
   for (int i = 0; i < x.dim(); ++i) {
-    if (i < lead) dims.push_back(i);
-    else if (shape[i - lead] == 1 && x.size(i) != 1) dims.push_back(i);
+    if (i < lead) r.dims_mask |= 1u << i;
+    else if (shape[i - lead] == 1 && x.size(i) != 1) r.dims_mask |= 1u << i;
     else MODU_CHECK(shape[i - lead] == x.size(i), "sum_to_shape: ", describe(x), " does not broadcast from ",
                     shape.str());
   }
-  if (dims.empty()) return x.view(shape);
-  return sum(x, dims, /*keepdim=*/true).view(shape);
+  if (r.dims_mask == 0) return x.view(shape);
+  return unary(OpId::sum, x, r).view(shape);
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b) { return binary(OpId::matmul, a, b); }
@@ -200,13 +203,15 @@ Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& indices, const Te
   const Tensor* in[] = {&x, &indices, &src};
   return dispatch1(OpId::scatter_add, DimAttrs{normalize_dim(dim, x.dim(), "scatter_add dim")}, in);
 }
-Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
+Tensor concat(const std::vector<Tensor>& xs, int64_t dim) { return concat(std::span<const Tensor>(xs), dim); }
+
+Tensor concat(std::span<const Tensor> xs, int64_t dim) {
   MODU_CHECK(!xs.empty(), "concat: no inputs");
   if (xs.size() == 1) return xs[0];
-  std::vector<const Tensor*> in;
-  in.reserve(xs.size());
+  SmallVec<const Tensor*, 8> in;
   for (const Tensor& x : xs) in.push_back(&x);
-  return dispatch1(OpId::concat, DimAttrs{normalize_dim(dim, xs[0].dim(), "concat dim")}, in);
+  return dispatch1(OpId::concat, DimAttrs{normalize_dim(dim, xs[0].dim(), "concat dim")},
+                   std::span<const Tensor* const>(in.data(), in.size()));
 }
 
 Tensor dropout(const Tensor& x, double p, Generator& gen) {

@@ -108,6 +108,7 @@ Tensor index_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tens
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& indices);
 Tensor scatter_add(const Tensor& x, int64_t dim, const Tensor& indices, const Tensor& src);
 Tensor concat(const std::vector<Tensor>& xs, int64_t dim);
+Tensor concat(std::span<const Tensor> xs, int64_t dim);
 
 // ---- randomness -----------------------------------------------------------------------------------
 Tensor dropout(const Tensor& x, double p, Generator& gen);

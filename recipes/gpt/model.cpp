@@ -107,10 +107,10 @@ class Block : public nn::Module {
     Tensor q, k, v;  // (B, T, heads, HS)
     if (!c_.is_llama()) {
       Tensor qkv = c_attn->forward(h);  // (B, T, 3C)
-      std::vector<Tensor> parts = qkv.split_sizes({C, C, C}, 2);
-      q = parts[0].view(Dims{B, T, NH, HS});
-      k = parts[1].view(Dims{B, T, NH, HS});
-      v = parts[2].view(Dims{B, T, NH, HS});
+      auto [qs, ks, vs] = qkv.chunk<3>(2);  // (B, T, C) views
+      q = qs.view(Dims{B, T, NH, HS});
+      k = ks.view(Dims{B, T, NH, HS});
+      v = vs.view(Dims{B, T, NH, HS});
     } else {
       q = q_proj->forward(h).view(Dims{B, T, NH, HS});
       k = k_proj->forward(h).view(Dims{B, T, NKV, HS});
