@@ -278,7 +278,11 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
       if (n.next[0].defined()) gi[0] = reduce_to(matmul(g, w.transpose(-2, -1)), n, 0);
       if (n.next[1].defined()) {
         if (w.dim() == 2 && x.dim() > 2) {  // fold x's batch into one product: (K, B*M) @ (B*M, N)
-          gi[1] = matmul(x.reshape(Dims{-1, x.size(-1)}).t(), g.reshape(Dims{-1, g.size(-1)}));
+          Tensor x2 = x.reshape(Dims{-1, x.size(-1)}), g2 = g.reshape(Dims{-1, g.size(-1)});
+          // w a transposed view (a tied head's wte.t()): produce the gradient in the layout of w's base,
+          // (N, K) contiguous, so the base's gradient needs no copy.
+          bool transposed = w.stride(0) == 1 && w.stride(1) == w.size(0) && w.size(0) > 1;
+          gi[1] = transposed ? matmul(g2.t(), x2).t() : matmul(x2.t(), g2);
         } else {
           gi[1] = reduce_to(matmul(x.transpose(-2, -1), g), n, 1);
         }

@@ -57,14 +57,15 @@ int64_t AdamW::state_bytes() const {
 }
 
 double grad_norm(const std::vector<nn::ParamRef>& params) {
-  // Sums of squares stay on the device; one read-back (one synchronisation) at the end.
+  // Each tensor's sum of squares as a dot product g . g (one matmul, no temporary of g's size); the
+  // sums stay on the device and are read back once (one synchronisation).
   NoGradGuard no_grad;
   Tensor total;
   for (const nn::ParamRef& p : params) {
     Tensor g = p.tensor->grad();
     if (!g.defined()) continue;
-    Tensor g32 = g.dtype() == DType::F64 ? g : g.to(DType::F32);
-    Tensor s = sum(mul(g32, g32));
+    Tensor flat = (g.dtype() == DType::F64 || g.dtype() == DType::F32 ? g : g.to(DType::F32)).reshape(Dims{1, -1});
+    Tensor s = matmul(flat, flat.t());  // (1, 1)
     if (total.defined() && s.dtype() != total.dtype()) s = s.to(total.dtype());
     total = total.defined() ? add(total, s) : s;
   }

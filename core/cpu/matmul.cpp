@@ -66,6 +66,18 @@ void matmul_typed(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
   int nb = out.dim() - 2;
   int64_t batch = 1;
   for (int d = 0; d < nb; ++d) batch *= out.size(d);
+  if (batch == 1 && M == 1 && N == 1) {  // a dot product: BLAS level 1, not a 1x1 GEMM
+    // a (1, K): element k at k * stride(-1); b (K, 1): element k at k * stride(-2).
+    int64_t sa_k = a.stride(-1), sb_k = b.stride(-2);
+    const T* A0 = static_cast<const T*>(a.data_ptr());
+    const T* B0 = static_cast<const T*>(b.data_ptr());
+    T* C0 = static_cast<T*>(out.data_ptr());
+    if constexpr (std::is_same_v<T, float>)
+      *C0 = cblas_sdot(static_cast<blasint>(K), A0, static_cast<blasint>(sa_k), B0, static_cast<blasint>(sb_k));
+    else
+      *C0 = cblas_ddot(static_cast<blasint>(K), A0, static_cast<blasint>(sa_k), B0, static_cast<blasint>(sb_k));
+    return;
+  }
   // Per-operand batch strides broadcast to out's batch shape (0 = broadcast).
   auto batch_strides = [&](const Tensor& t) {
     Dims s = Dims::filled(nb, 0);
