@@ -7,6 +7,7 @@
 
 #include "core/cpu/kernels.h"
 #include "core/cpu/loops.h"
+#include "core/ops/layout.h"
 
 namespace modu::cpu {
 
@@ -24,25 +25,9 @@ void gemm_rm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T
                 beta, C, (blasint)ldc);
 }
 
-struct ConvGeom {
-  int64_t N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW;
-  int64_t ckk() const { return C * KH * KW; }
-  int64_t ohw() const { return OH * OW; }
-};
-
-ConvGeom geometry(const Tensor& x, const Tensor& w, const ConvAttrs& a) {
-  ConvGeom g{};
-  g.N = x.size(0), g.C = x.size(1), g.H = x.size(2), g.W = x.size(3);
-  g.O = w.size(0), g.KH = w.size(2), g.KW = w.size(3);
-  g.SH = a.stride_h, g.SW = a.stride_w, g.PH = a.pad_h, g.PW = a.pad_w;
-  g.OH = (g.H + 2 * g.PH - g.KH) / g.SH + 1;
-  g.OW = (g.W + 2 * g.PW - g.KW) / g.SW + 1;
-  return g;
-}
-
 // col (C*KH*KW, OH*OW) from one image (C, H, W); zero where the window hangs over the padding.
 template <class T>
-void im2col(const T* img, const ConvGeom& g, T* col) {
+void im2col(const T* img, const ConvGeometry& g, T* col) {
   parallel_for(g.ckk(), g.ohw(), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       int64_t c = r / (g.KH * g.KW), kh = (r / g.KW) % g.KH, kw = r % g.KW;
@@ -60,7 +45,7 @@ void im2col(const T* img, const ConvGeom& g, T* col) {
 
 // The adjoint of im2col: adds col entries back into the image (C, H, W), which must start at zero.
 template <class T>
-void col2im(const T* col, const ConvGeom& g, T* img) {
+void col2im(const T* col, const ConvGeometry& g, T* img) {
   parallel_for(g.C, g.KH * g.KW * g.ohw(), [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c)
       for (int64_t kh = 0; kh < g.KH; ++kh)
@@ -81,7 +66,7 @@ void col2im(const T* col, const ConvGeom& g, T* img) {
 template <class T>
 void conv_forward(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, Tensor& y, const ConvAttrs& a) {
   Tensor x = as_contiguous(x_in), w = as_contiguous(w_in), b = as_contiguous(b_in);
-  ConvGeom g = geometry(x, w, a);
+  ConvGeometry g = conv_geometry(x, w, a);
   Scratch<T> col(g.ckk() * g.ohw());
   const T* X = static_cast<const T*>(x.data_ptr());
   const T* Wt = static_cast<const T*>(w.data_ptr());
@@ -99,7 +84,7 @@ template <class T>
 void conv_backward(const Tensor& gy_in, const Tensor& x_in, const Tensor& w_in, Tensor& gx, Tensor& gw, Tensor& gb,
                    const ConvAttrs& a) {
   Tensor gy = as_contiguous(gy_in), x = as_contiguous(x_in), w = as_contiguous(w_in);
-  ConvGeom g = geometry(x, w, a);
+  ConvGeometry g = conv_geometry(x, w, a);
   Scratch<T> col(g.ckk() * g.ohw());
   const T* GY = static_cast<const T*>(gy.data_ptr());
   const T* X = static_cast<const T*>(x.data_ptr());

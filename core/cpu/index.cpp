@@ -7,6 +7,7 @@
 
 #include "core/cpu/kernels.h"
 #include "core/cpu/loops.h"
+#include "core/ops/layout.h"
 
 namespace modu::cpu {
 
@@ -76,20 +77,11 @@ void embedding_backward_kernel(const KernelCall& c) {
   });
 }
 
-struct Around {
-  int64_t outer = 1, n = 1, inner = 1;
-};
-Around around(const Tensor& x, int dim) {
-  Around a;
-  for (int d = 0; d < x.dim(); ++d) (d < dim ? a.outer : (d == dim ? a.n : a.inner)) *= x.size(d);
-  return a;
-}
-
 void index_select_kernel(const KernelCall& c) {
   Tensor x = as_contiguous(c.input(0)), idx = as_contiguous(c.input(1));
   Tensor& out = c.output(0);
   int dim = c.attrs.dim.dim;
-  Around a = around(x, dim);
+  AroundDim a = around_dim(x.shape(), dim);
   int64_t K = idx.numel();
   size_t es = x.element_size(), chunk = static_cast<size_t>(a.inner) * es;
   dispatch_index(idx.dtype(), "index_select", [&](auto itag_) {
@@ -112,7 +104,7 @@ void index_add_kernel(const KernelCall& c) {
   Tensor& out = c.output(0);
   copy_into(out, c.input(0));
   int dim = c.attrs.dim.dim;
-  Around a = around(out, dim);
+  AroundDim a = around_dim(out.shape(), dim);
   int64_t K = idx.numel();
   dispatch_all(out.dtype(), "index_add", [&](auto tag_) {
     using scalar_t = decltype(tag_);

@@ -11,29 +11,11 @@
 
 #include "core/cpu/kernels.h"
 #include "core/cpu/loops.h"
+#include "core/ops/layout.h"
 
 namespace modu::cpu {
 
 namespace {
-
-// A 2-D operand as BLAS sees it.
-struct Operand {
-  bool trans = false;
-  int64_t ld = 0;
-};
-
-// rows x cols matrix with strides (sr, sc): classify as row-major (NoTrans) or its transpose.
-bool classify(int64_t rows, int64_t cols, int64_t sr, int64_t sc, Operand* op) {
-  if ((sc == 1 || cols == 1) && (rows == 1 || sr >= std::max<int64_t>(cols, 1))) {
-    *op = {false, rows == 1 ? std::max<int64_t>(cols, 1) : sr};
-    return true;
-  }
-  if ((sr == 1 || rows == 1) && (cols == 1 || sc >= std::max<int64_t>(rows, 1))) {
-    *op = {true, cols == 1 ? std::max<int64_t>(rows, 1) : sc};
-    return true;
-  }
-  return false;
-}
 
 template <class T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
@@ -54,18 +36,18 @@ template <class T>
 void matmul_typed(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
   Tensor a = a_in, b = b_in;
   int64_t M = a.size(-2), K = a.size(-1), N = b.size(-1);
-  Operand oa, ob;
-  if (!classify(M, K, a.stride(-2), a.stride(-1), &oa)) {
+  GemmOperand oa, ob;
+  if (!gemm_operand(M, K, a.stride(-2), a.stride(-1), &oa)) {
     a = contiguous_copy(a);
     oa = {false, K};
   }
-  if (!classify(K, N, b.stride(-2), b.stride(-1), &ob)) {
+  if (!gemm_operand(K, N, b.stride(-2), b.stride(-1), &ob)) {
     b = contiguous_copy(b);
     ob = {false, N};
   }
-  int nb = out.dim() - 2;
-  int64_t batch = 1;
-  for (int d = 0; d < nb; ++d) batch *= out.size(d);
+  MatmulBatch mb = matmul_batch(a, b, out, oa);
+  int nb = mb.dims;
+  int64_t batch = mb.count;
   if (batch == 1 && M == 1 && N == 1) {  // a dot product: BLAS level 1, not a 1x1 GEMM
     // a (1, K): element k at k * stride(-1); b (K, 1): element k at k * stride(-2).
     int64_t sa_k = a.stride(-1), sb_k = b.stride(-2);
@@ -78,33 +60,13 @@ void matmul_typed(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
       *C0 = cblas_ddot(static_cast<blasint>(K), A0, static_cast<blasint>(sa_k), B0, static_cast<blasint>(sb_k));
     return;
   }
-  // Per-operand batch strides broadcast to out's batch shape (0 = broadcast).
-  auto batch_strides = [&](const Tensor& t) {
-    Dims s = Dims::filled(nb, 0);
-    int lead = nb - (t.dim() - 2);
-    for (int d = 0; d < t.dim() - 2; ++d) s[lead + d] = t.size(d) == 1 ? 0 : t.stride(d);
-    return s;
-  };
-  Dims sa = batch_strides(a), sb = batch_strides(b);
+  const Dims &sa = mb.stride_a, &sb = mb.stride_b;
   const T* A = static_cast<const T*>(a.data_ptr());
   const T* B = static_cast<const T*>(b.data_ptr());
   T* C = static_cast<T*>(out.data_ptr());
-
-  bool b_broadcast = true;
-  for (int d = 0; d < nb; ++d) b_broadcast = b_broadcast && sb[d] == 0;
-  if (b_broadcast && !oa.trans && batch > 1) {
-    // Fold the batch into M when a's batch dims step exactly over whole row blocks.
-    bool foldable = true;
-    int64_t expect = M * oa.ld;
-    for (int d = nb - 1; d >= 0; --d) {
-      if (out.size(d) == 1) continue;
-      foldable = foldable && sa[d] == expect;
-      expect *= out.size(d);
-    }
-    if (foldable) {
-      gemm<T>(false, ob.trans, batch * M, N, K, A, oa.ld, B, ob.ld, T(0), C, N);
-      return;
-    }
+  if (mb.folds_into_rows) {
+    gemm<T>(false, ob.trans, batch * M, N, K, A, oa.ld, B, ob.ld, T(0), C, N);
+    return;
   }
   auto one = [&](int64_t bi) {
     int64_t offa = 0, offb = 0, rem = bi;
@@ -149,8 +111,8 @@ void linear_typed(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, Te
   int64_t K = x_in.size(-1), N = w_in.size(0), M = x_in.numel() / std::max<int64_t>(K, 1);
   Tensor x = as_contiguous(x_in), b = as_contiguous(b_in);
   Tensor w = w_in;
-  Operand ow;  // w (N, K) used as w^T: classify w itself, then flip
-  if (!classify(N, K, w.stride(0), w.stride(1), &ow)) {
+  GemmOperand ow;  // w (N, K) used as w^T: classify w itself, then flip
+  if (!gemm_operand(N, K, w.stride(0), w.stride(1), &ow)) {
     w = contiguous_copy(w);
     ow = {false, K};
   }

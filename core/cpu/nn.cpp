@@ -11,30 +11,17 @@
 
 #include "core/cpu/kernels.h"
 #include "core/cpu/loops.h"
+#include "core/ops/layout.h"
 
 namespace modu::cpu {
 
 namespace {
 
-// Splits a contiguous tensor around `dim` as (outer, n, inner).
-struct Around {
-  int64_t outer = 1, n = 1, inner = 1;
-};
-Around around(const Tensor& x, int dim) {
-  Around a;
-  for (int d = 0; d < x.dim(); ++d) {
-    if (d < dim) a.outer *= x.size(d);
-    else if (d == dim) a.n = x.size(d);
-    else a.inner *= x.size(d);
-  }
-  return a;
-}
-
 void softmax_kernel(const KernelCall& c) {
   Tensor x = as_contiguous(c.input(0));
   Tensor& y = c.output(0);
   bool log_out = c.op == OpId::log_softmax;
-  Around A3 = around(x, c.attrs.dim.dim);
+  AroundDim A3 = around_dim(x.shape(), c.attrs.dim.dim);
   dispatch_floating(x.dtype(), op_name(c.op), [&](auto tag_) {
     using scalar_t = decltype(tag_);
     using A = acc_t<scalar_t>;
@@ -73,7 +60,7 @@ void softmax_backward_kernel(const KernelCall& c) {
   Tensor y = as_contiguous(c.input(0)), gy = as_contiguous(c.input(1));
   Tensor& gx = c.output(0);
   bool from_log = c.op == OpId::log_softmax_backward;
-  Around A3 = around(y, c.attrs.dim.dim);
+  AroundDim A3 = around_dim(y.shape(), c.attrs.dim.dim);
   dispatch_floating(y.dtype(), op_name(c.op), [&](auto tag_) {
     using scalar_t = decltype(tag_);
     using A = acc_t<scalar_t>;

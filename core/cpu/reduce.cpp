@@ -10,42 +10,22 @@
 
 #include "core/cpu/kernels.h"
 #include "core/cpu/loops.h"
+#include "core/ops/layout.h"
 
 namespace modu::cpu {
 
 namespace {
 
 struct Layout {
-  Tensor rows;        // contiguous, (outer, inner) in row-major order, or the original for column mode
+  Tensor rows;        // contiguous (outer, inner), or the contiguous input itself in column mode
   int64_t outer = 1;  // number of outputs
   int64_t inner = 1;  // elements reduced per output
   bool column = false;
 };
 
-Layout plan(const Tensor& x, uint32_t mask) {
-  Layout L;
-  int nd = x.dim();
-  auto reduced = [&](int d) { return mask == 0 || (mask & (1u << d)); };
-  for (int d = 0; d < nd; ++d) (reduced(d) ? L.inner : L.outer) *= x.size(d);
-  // Column mode: reduced dims form a prefix and the input is contiguous.
-  int first_kept = 0;
-  while (first_kept < nd && reduced(first_kept)) ++first_kept;
-  bool prefix = true;
-  for (int d = first_kept; d < nd; ++d) prefix = prefix && !reduced(d);
-  if (prefix && first_kept > 0 && first_kept < nd && x.is_contiguous()) {
-    L.rows = x;
-    L.column = true;
-    return L;
-  }
-  // Row mode: permute kept dims first, reduced dims last.
-  Dims shape, strides;
-  for (int d = 0; d < nd; ++d)
-    if (!reduced(d)) shape.push_back(x.size(d)), strides.push_back(x.stride(d));
-  for (int d = 0; d < nd; ++d)
-    if (reduced(d)) shape.push_back(x.size(d)), strides.push_back(x.stride(d));
-  Tensor permuted = Tensor::make_view(x.storage(), shape, strides, x.offset(), x.dtype());
-  L.rows = as_contiguous(permuted);
-  return L;
+Layout plan(const Tensor& x, uint32_t mask, bool allow_column = true) {
+  ReducePlan p = reduce_plan(x, mask, allow_column);
+  return Layout{p.column ? p.rows_view : as_contiguous(p.rows_view), p.outer, p.inner, p.column};
 }
 
 template <class T>
@@ -103,9 +83,7 @@ void sum_mean_kernel(const KernelCall& c) {
 void var_kernel(const KernelCall& c) {
   const Tensor& x = c.input(0);
   Tensor& y = c.output(0);
-  Layout L = plan(x, c.attrs.reduce.dims_mask);
-  if (L.column) L.rows = contiguous_copy(Tensor::make_view(x.storage(), Dims{L.outer, L.inner},
-                                                           Dims{1, L.outer}, x.offset(), x.dtype()));
+  Layout L = plan(x, c.attrs.reduce.dims_mask, /*allow_column=*/false);
   double denom = static_cast<double>(L.inner - c.attrs.reduce.correction);
   dispatch_floating(x.dtype(), "var", [&](auto tag_) {
     using scalar_t = decltype(tag_);

@@ -20,6 +20,7 @@
 #include <unordered_map>
 
 #include "core/cuda/kernels.h"
+#include "core/ops/layout.h"
 
 namespace modu::cuda {
 
@@ -40,23 +41,6 @@ int to_int(int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
-// A 2-D operand as BLAS sees it (row-major view): not transposed with leading dim ld, or transposed.
-struct Operand {
-  bool trans = false;
-  int64_t ld = 0;
-};
-
-bool classify(int64_t rows, int64_t cols, int64_t sr, int64_t sc, Operand* op) {
-  if ((sc == 1 || cols == 1) && (rows == 1 || sr >= std::max<int64_t>(cols, 1))) {
-    *op = {false, rows == 1 ? std::max<int64_t>(cols, 1) : sr};
-    return true;
-  }
-  if ((sr == 1 || rows == 1) && (cols == 1 || sc >= std::max<int64_t>(rows, 1))) {
-    *op = {true, cols == 1 ? std::max<int64_t>(rows, 1) : sc};
-    return true;
-  }
-  return false;
-}
 
 size_t alignment_of(const void* p) {
   uintptr_t v = reinterpret_cast<uintptr_t>(p);
@@ -109,45 +93,27 @@ void matmul_kernel(const KernelCall& c) {
     fill(out, 0.0);
     return;
   }
-  Operand oa, ob;
-  if (!classify(M, K, a.stride(-2), a.stride(-1), &oa)) {
+  GemmOperand oa, ob;
+  if (!gemm_operand(M, K, a.stride(-2), a.stride(-1), &oa)) {
     a = contiguous(a);
     oa = {false, K};
   }
-  if (!classify(K, N, b.stride(-2), b.stride(-1), &ob)) {
+  if (!gemm_operand(K, N, b.stride(-2), b.stride(-1), &ob)) {
     b = contiguous(b);
     ob = {false, N};
   }
   DType dt = a.dtype();
   size_t es = dtype_size(dt);
-  int nb = out.dim() - 2;
-  int64_t batch = 1;
-  for (int d = 0; d < nb; ++d) batch *= out.size(d);
-  auto batch_strides = [&](const Tensor& t) {
-    Dims s = Dims::filled(nb, 0);
-    int lead = nb - (t.dim() - 2);
-    for (int d = 0; d < t.dim() - 2; ++d) s[lead + d] = t.size(d) == 1 ? 0 : t.stride(d);
-    return s;
-  };
-  Dims sa = batch_strides(a), sb = batch_strides(b);
+  MatmulBatch mb = matmul_batch(a, b, out, oa);
+  int nb = mb.dims;
+  int64_t batch = mb.count;
+  const Dims &sa = mb.stride_a, &sb = mb.stride_b;
   const char* A = static_cast<const char*>(a.data_ptr());
   const char* B = static_cast<const char*>(b.data_ptr());
   char* C = static_cast<char*>(out.data_ptr());
-
-  bool b_broadcast = true;
-  for (int d = 0; d < nb; ++d) b_broadcast = b_broadcast && sb[d] == 0;
-  if (b_broadcast && !oa.trans && batch > 1) {
-    bool foldable = true;
-    int64_t expect = M * oa.ld;
-    for (int d = nb - 1; d >= 0; --d) {
-      if (out.size(d) == 1) continue;
-      foldable = foldable && sa[d] == expect;
-      expect *= out.size(d);
-    }
-    if (foldable) {
-      gemm(dt, dt, false, ob.trans, batch * M, N, K, 1.0, A, oa.ld, 0, B, ob.ld, 0, 0.0, C, N, 0, 1);
-      return;
-    }
+  if (mb.folds_into_rows) {
+    gemm(dt, dt, false, ob.trans, batch * M, N, K, 1.0, A, oa.ld, 0, B, ob.ld, 0, 0.0, C, N, 0, 1);
+    return;
   }
   // Coalesce batch dims (size > 1) whose strides nest for all three operands.
   struct BDim {
@@ -280,8 +246,8 @@ void linear_kernel(const KernelCall& c) {
   int64_t K = x.size(-1), N = w.size(0), M = K > 0 ? x.numel() / K : out.numel() / std::max<int64_t>(N, 1);
   DType dt = x.dtype();
   if (out.numel() == 0) return;
-  Operand ow;  // w (N, K) used as w^T
-  if (!classify(N, K, w.stride(0), w.stride(1), &ow)) {
+  GemmOperand ow;  // w (N, K) used as w^T
+  if (!gemm_operand(N, K, w.stride(0), w.stride(1), &ow)) {
     w = contiguous(w);
     ow = {false, K};
   }

@@ -9,30 +9,15 @@
 // atomics); gb sums gy per channel. 16-bit inputs are widened to f32 and results rounded once, as on the CPU.
 // Pooling and upsampling backward are gathers too. Outputs and gradients are written (=).
 #include "core/cuda/common.cuh"
+#include "core/ops/layout.h"
 
 namespace modu::cuda {
 
 namespace {
 
-struct ConvGeom {
-  int64_t N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW;
-  __host__ __device__ int64_t ckk() const { return C * KH * KW; }
-  __host__ __device__ int64_t ohw() const { return OH * OW; }
-};
-
-ConvGeom geometry(const Tensor& x, const Tensor& w, const ConvAttrs& a) {
-  ConvGeom g{};
-  g.N = x.size(0), g.C = x.size(1), g.H = x.size(2), g.W = x.size(3);
-  g.O = w.size(0), g.KH = w.size(2), g.KW = w.size(3);
-  g.SH = a.stride_h, g.SW = a.stride_w, g.PH = a.pad_h, g.PW = a.pad_w;
-  g.OH = (g.H + 2 * g.PH - g.KH) / g.SH + 1;
-  g.OW = (g.W + 2 * g.PW - g.KW) / g.SW + 1;
-  return g;
-}
-
 // col (nc, CKK, OHW) from images (nc, C, H, W).
 template <class A>
-__global__ void im2col_kernel(const A* img, A* col, int64_t nc, ConvGeom g) {
+__global__ void im2col_kernel(const A* img, A* col, int64_t nc, ConvGeometry g) {
   int64_t ckk = g.ckk(), ohw = g.ohw(), total = nc * ckk * ohw;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -45,7 +30,7 @@ __global__ void im2col_kernel(const A* img, A* col, int64_t nc, ConvGeom g) {
 
 // img (nc, C, H, W) = the adjoint of im2col applied to col (nc, CKK, OHW): a gather per pixel.
 template <class A>
-__global__ void col2im_kernel(const A* col, A* img, int64_t nc, ConvGeom g) {
+__global__ void col2im_kernel(const A* col, A* img, int64_t nc, ConvGeometry g) {
   int64_t ohw = g.ohw(), total = nc * g.C * g.H * g.W;
   for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -83,7 +68,7 @@ __global__ void conv_bias_grad_kernel(const A* gy, A* gb, int64_t N, int64_t O, 
 
 constexpr int64_t kColBudget = int64_t(256) << 20;
 
-int64_t chunk_images(const ConvGeom& g, size_t es) {
+int64_t chunk_images(const ConvGeometry& g, size_t es) {
   int64_t per = std::max<int64_t>(1, g.ckk() * g.ohw() * static_cast<int64_t>(es));
   return std::max<int64_t>(1, std::min<int64_t>(g.N, kColBudget / per));
 }
@@ -91,7 +76,7 @@ int64_t chunk_images(const ConvGeom& g, size_t es) {
 template <class A>
 void conv_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y, const ConvAttrs& attrs) {
   DType ct = std::is_same_v<A, double> ? DType::F64 : DType::F32;
-  ConvGeom g = geometry(x, w, attrs);
+  ConvGeometry g = conv_geometry(x, w, attrs);
   Device dev = y.device();
   // y starts as the broadcast bias; the GEMMs accumulate onto it.
   Tensor bias_view = Tensor::make_view(b.storage(), Dims{g.N, g.O, g.ohw()}, Dims{0, b.stride(0), 0}, b.offset(),
@@ -119,7 +104,7 @@ template <class A>
 void conv_backward(const Tensor& gy_in, const Tensor& x_in, const Tensor& w_in, Tensor& gx, Tensor& gw, Tensor& gb,
                    const ConvAttrs& attrs) {
   DType ct = std::is_same_v<A, double> ? DType::F64 : DType::F32;
-  ConvGeom g = geometry(x_in, w_in, attrs);
+  ConvGeometry g = conv_geometry(x_in, w_in, attrs);
   Device dev = gx.device();
   if (g.N == 0) {
     fill(gw, 0.0);

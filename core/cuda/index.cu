@@ -18,19 +18,12 @@
 #include <cub/device/device_radix_sort.cuh>
 
 #include "core/cuda/common.cuh"
+#include "core/ops/layout.h"
 
 namespace modu::cuda {
 
 namespace {
 
-struct Around {
-  int64_t outer = 1, n = 1, inner = 1;
-};
-Around around(const Tensor& x, int dim) {
-  Around a;
-  for (int d = 0; d < x.dim(); ++d) (d < dim ? a.outer : (d == dim ? a.n : a.inner)) *= x.size(d);
-  return a;
-}
 
 // ---- embedding ----------------------------------------------------------------------------------------------------
 
@@ -162,7 +155,7 @@ __global__ void index_select_kernel(const W* x, const I* idx, W* out, int64_t ou
 void index_select_launch(const KernelCall& c) {
   Tensor x = contiguous(c.input(0)), idx = contiguous(c.input(1));
   Tensor& out = c.output(0);
-  Around a = around(x, c.attrs.dim.dim);
+  AroundDim a = around_dim(x.shape(), c.attrs.dim.dim);
   int64_t K = idx.numel(), total = a.outer * K * a.inner;
   if (total == 0) return;
   DeviceErrorSlot* slot = error_slot(current_device());
@@ -202,7 +195,7 @@ void index_add_launch(const KernelCall& c) {
   Tensor idx = contiguous(c.input(1)), src = contiguous(c.input(2));
   Tensor& out = c.output(0);
   copy_into(out, c.input(0));
-  Around a = around(out, c.attrs.dim.dim);
+  AroundDim a = around_dim(out.shape(), c.attrs.dim.dim);
   int64_t K = idx.numel();
   if (a.outer * a.inner == 0 || K == 0) return;
   DeviceErrorSlot* slot = error_slot(current_device());

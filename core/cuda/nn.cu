@@ -16,6 +16,7 @@
 //  - A target outside [0, V) that is not ignore_index is reported through the deferred error slot
 //    (core/cuda/runtime.h) and contributes nothing; nothing out of bounds is read.
 #include "core/cuda/common.cuh"
+#include "core/ops/layout.h"
 
 namespace modu::cuda {
 
@@ -25,14 +26,6 @@ constexpr int kRowsPerBlock = kThreads / 32;  // warp-per-row kernels
 
 inline unsigned row_blocks(int64_t rows) { return static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
 
-struct Around {
-  int64_t outer = 1, n = 1, inner = 1;
-};
-Around around(const Tensor& x, int dim) {
-  Around a;
-  for (int d = 0; d < x.dim(); ++d) (d < dim ? a.outer : (d == dim ? a.n : a.inner)) *= x.size(d);
-  return a;
-}
 
 template <class A>
 __device__ __forceinline__ A max_keep(A m, A v) {
@@ -92,7 +85,7 @@ void softmax_kernel(const KernelCall& c) {
   Tensor& y = c.output(0);
   if (x.numel() == 0) return;
   bool log_out = c.op == OpId::log_softmax;
-  Around a = around(x, c.attrs.dim.dim);
+  AroundDim a = around_dim(x.shape(), c.attrs.dim.dim);
   dispatch_floating(x.dtype(), op_name(c.op), [&](auto tag) {
     using T = decltype(tag);
     const T* in = static_cast<const T*>(x.data_ptr());
@@ -154,7 +147,7 @@ void softmax_backward_kernel(const KernelCall& c) {
   Tensor& gx = c.output(0);
   if (y.numel() == 0) return;
   bool from_log = c.op == OpId::log_softmax_backward;
-  Around a = around(y, c.attrs.dim.dim);
+  AroundDim a = around_dim(y.shape(), c.attrs.dim.dim);
   dispatch_floating(y.dtype(), op_name(c.op), [&](auto tag) {
     using T = decltype(tag);
     const T* Y = static_cast<const T*>(y.data_ptr());

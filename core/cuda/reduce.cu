@@ -11,6 +11,7 @@
 // accumulation in acc_t (f32 for bf16/f16, f64 for f64; integers in their own type, wrapping like the
 // CPU); max/argmax return the first index of the maximum, or of the first NaN, exactly as the CPU.
 #include "core/cuda/common.cuh"
+#include "core/ops/layout.h"
 
 namespace modu::cuda {
 
@@ -102,25 +103,12 @@ struct Plan {
 };
 
 Plan plan(const Tensor& x, uint32_t mask, bool allow_column) {
+  ReducePlan p = reduce_plan(x, mask, allow_column);
   Plan L;
-  int nd = x.dim();
-  auto reduced = [&](int d) { return mask == 0 || (mask & (1u << d)); };
-  for (int d = 0; d < nd; ++d) (reduced(d) ? L.inner : L.outer) *= x.size(d);
-  int first_kept = 0;
-  while (first_kept < nd && reduced(first_kept)) ++first_kept;
-  bool prefix = true;
-  for (int d = first_kept; d < nd; ++d) prefix = prefix && !reduced(d);
-  if (allow_column && prefix && first_kept > 0 && first_kept < nd && x.is_contiguous()) {
-    L.rows = x;
-    L.column = true;
-    return L;
-  }
-  Dims shape, strides;
-  for (int d = 0; d < nd; ++d)
-    if (!reduced(d)) shape.push_back(x.size(d)), strides.push_back(x.stride(d));
-  for (int d = 0; d < nd; ++d)
-    if (reduced(d)) shape.push_back(x.size(d)), strides.push_back(x.stride(d));
-  L.rows = contiguous(Tensor::make_view(x.storage(), shape, strides, x.offset(), x.dtype()));
+  L.outer = p.outer;
+  L.inner = p.inner;
+  L.column = p.column;
+  L.rows = p.column ? p.rows_view : contiguous(p.rows_view);
   return L;
 }
 
