@@ -1,6 +1,8 @@
 // nn/module.cpp — parameter registry, initialisation streams and the basic layers.
 #include "nn/module.h"
 
+#include "nn/autocast.h"
+
 #include "core/ops/dispatch.h"
 #include "core/ops/ops.h"
 
@@ -56,13 +58,32 @@ Tensor init_normal(const Dims& shape, double std, uint64_t seed, const std::stri
   return normal(shape, 0.0, std, g);
 }
 
+namespace {
+thread_local DType t_autocast = DType::F32;
+}  // namespace
+
+DType autocast_dtype() { return t_autocast; }
+bool autocast_enabled() { return t_autocast != DType::F32; }
+AutocastGuard::AutocastGuard(DType compute) : prev_(t_autocast) {
+  MODU_CHECK(compute == DType::F32 || compute == DType::BF16 || compute == DType::F16,
+             "autocast: compute dtype must be f32 (off), bf16 or f16, got ", dtype_name(compute));
+  t_autocast = compute;
+}
+AutocastGuard::~AutocastGuard() { t_autocast = prev_; }
+
+Tensor autocast(const Tensor& x) {
+  if (t_autocast == DType::F32 || !is_floating(x.dtype()) || x.dtype() == t_autocast) return x;
+  return x.to(t_autocast);
+}
+
 Linear::Linear(int64_t in, int64_t out, bool bias) {
   weight_ = &register_parameter("weight", Tensor::zeros(Dims{out, in}), /*decay=*/true);
   if (bias) bias_ = &register_parameter("bias", Tensor::zeros(Dims{out}), /*decay=*/false);
 }
 
 Tensor Linear::forward(const Tensor& x) const {
-  return bias_ ? linear(x, *weight_, *bias_) : matmul(x, weight_->t());
+  Tensor xx = autocast(x), w = autocast(*weight_);
+  return bias_ ? linear(xx, w, autocast(*bias_)) : matmul(xx, w.t());
 }
 
 Embedding::Embedding(int64_t rows, int64_t dim) {

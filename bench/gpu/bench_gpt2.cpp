@@ -4,8 +4,9 @@
 // (B, T). Timed with the host clock after the step's loss and gradient norm were read back (each a
 // device synchronisation), median over the timed steps after warm-up. MFU uses the llm.c formula
 // 6N + 6LCT FLOPs per token (N counts the padded vocabulary) against --peak-tflops (989 for H100/H200
-// dense bf16). --dtype bf16 stores parameters and activations in bf16 (f32 AdamW moments, no f32
-// master copy): a lower bound on what bf16 autocast will give, not the same recipe.
+// dense bf16). --dtype autocast: bf16 products with f32 master weights (nn/autocast.h, what
+// train.dtype = "bf16" does); --dtype bf16 stores parameters and activations in bf16 (f32 AdamW
+// moments, no f32 master copy).
 // Prints one JSON line per run; bench/gpu/run_gpt2.sh puts it beside PyTorch's figures.
 // --profile 1 adds one step with every op timed alone and prints the per-op table on stderr.
 #include <algorithm>
@@ -18,6 +19,7 @@
 #include "core/allocator.h"
 #include "core/ops/dispatch.h"
 #include "core/ops/ops.h"
+#include "nn/autocast.h"
 #include "optim/optim.h"
 #include "recipes/gpt/model.h"
 
@@ -60,10 +62,11 @@ int main(int argc, char** argv) {
         t.set_requires_grad(true);
         *p.tensor = t;
       }
-    } else if (dtype != "f32") {
-      std::fprintf(stderr, "--dtype must be f32 or bf16\n");
+    } else if (dtype != "f32" && dtype != "autocast") {
+      std::fprintf(stderr, "--dtype must be f32, bf16 or autocast\n");
       return 2;
     }
+    DType compute = dtype == "autocast" ? DType::BF16 : DType::F32;
     optim::AdamW opt(model.parameters(), {6e-4, 0.9, 0.95, 1e-8, 0.1});
     Generator g(3);
     std::vector<int64_t> ids(static_cast<size_t>(B * (T + 1)));
@@ -78,7 +81,11 @@ int main(int argc, char** argv) {
       if (s == warmup) allocs_before = allocator_for(dev)->stats().system_allocs;
       auto t0 = std::chrono::steady_clock::now();
       model.zero_grad();
-      Tensor loss = model.loss(model.forward(x), y);
+      Tensor loss;
+      {
+        nn::AutocastGuard autocast(compute);
+        loss = model.loss(model.forward(x), y);
+      }
       loss.backward();
       optim::clip_grad_norm(params, 1.0);
       opt.step(6e-4);
@@ -92,7 +99,11 @@ int main(int argc, char** argv) {
       reset_op_profile();
       set_op_profiling(true);
       model.zero_grad();
-      Tensor loss = model.loss(model.forward(x), y);
+      Tensor loss;
+      {
+        nn::AutocastGuard autocast(compute);
+        loss = model.loss(model.forward(x), y);
+      }
       loss.backward();
       optim::clip_grad_norm(params, 1.0);
       opt.step(6e-4);

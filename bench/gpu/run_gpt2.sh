@@ -9,7 +9,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUTJ=$(mktemp)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
 "$BIN" --B "$B" --dtype f32 --profile 1 | tee -a "$OUTJ"
-"$BIN" --B "$B" --dtype bf16 --profile 1 | tee -a "$OUTJ"
+"$BIN" --B "$B" --dtype bf16 | tee -a "$OUTJ"
+"$BIN" --B "$B" --dtype autocast --profile 1 | tee -a "$OUTJ"
 timeout 170 python3 "$HERE/bench_gpt2_torch.py" --B "$B" | tee -a "$OUTJ"
 python3 - "$OUTJ" <<'PY'
 import json, sys
@@ -24,8 +25,8 @@ for r in rows:
         print("%-22s %12d %7.2f%%" % (r["impl"] + " " + r.get("dtype", r.get("mode", "")), r["tokens_per_s"], 100 * r["mfu"]))
     else:
         print("%-22s error: %s" % (r["impl"] + " " + r.get("mode", ""), r.get("error", "")))
-for a, b in [(("modu", "f32"), ("torch", "eager_f32")), (("modu", "bf16"), ("torch", "eager_bf16")),
-             (("modu", "bf16"), ("torch", "compile_bf16"))]:
+for a, b in [(("modu", "f32"), ("torch", "eager_f32")), (("modu", "autocast"), ("torch", "eager_bf16")),
+             (("modu", "autocast"), ("torch", "compile_bf16")), (("modu", "bf16"), ("torch", "eager_bf16"))]:
     x, y = tps(*a), tps(*b)
     if x and y:
         print("ratio %s %s / %s %s = %.3f" % (a + b + (x / y,)))

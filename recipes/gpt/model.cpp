@@ -6,6 +6,7 @@
 #include "autograd/recompute.h"
 #include "core/ops/dispatch.h"
 #include "core/ops/ops.h"
+#include "nn/autocast.h"
 
 namespace modu::gpt {
 
@@ -84,7 +85,7 @@ class Block : public nn::Module {
                  const Tensor& rope_cos, const Tensor& rope_sin) {
     double p = training ? c_.dropout : 0.0;
     Tensor h = c_.is_llama() ? in_norm->forward(x) : ln_1->forward(x);
-    Tensor a = attention_part(h, cache, layer, rope_cos, rope_sin);
+    Tensor a = attention_part(h, cache, layer, rope_cos, rope_sin).to(x.dtype());  // residual stays f32
     if (p > 0) a = dropout(a, p, drop);
     Tensor x1 = add(x, a);
     Tensor m;
@@ -94,6 +95,7 @@ class Block : public nn::Module {
     } else {
       m = mlp_proj->forward(gelu_tanh(c_fc->forward(ln_2->forward(x1))));
     }
+    m = m.to(x1.dtype());
     if (p > 0) m = dropout(m, p, drop);
     return add(x1, m);
   }
@@ -117,7 +119,7 @@ class Block : public nn::Module {
       v = v_proj->forward(h).view(Dims{B, T, NKV, HS});
       MODU_CHECK(past + T <= rope_cos.size(0), "sequence of ", past + T, " positions exceeds model.block_size ",
                  rope_cos.size(0));
-      Tensor cs = rope_cos.narrow(0, past, T), sn = rope_sin.narrow(0, past, T);
+      Tensor cs = rope_cos.narrow(0, past, T).to(q.dtype()), sn = rope_sin.narrow(0, past, T).to(q.dtype());
       q = rotary(q, cs, sn);
       k = rotary(k, cs, sn);
     }
@@ -126,6 +128,8 @@ class Block : public nn::Module {
     v = v.permute(Dims{0, 2, 1, 3});
     if (cache) {
       NoGradGuard no_grad;
+      MODU_CHECK(cache->k[layer].dtype() == k.dtype(), "KV cache holds ", dtype_name(cache->k[layer].dtype()),
+                 " but keys are ", dtype_name(k.dtype()), ": make the cache inside the same autocast scope");
       MODU_CHECK(past + T <= cache->capacity, "KV cache full: ", past + T, " positions > capacity ", cache->capacity);
       cache->k[layer].narrow(2, past, T).copy_(k);
       cache->v[layer].narrow(2, past, T).copy_(v);
@@ -222,8 +226,8 @@ Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
   }
   double p = training_ ? config_.dropout : 0.0;
   if (p > 0) x = dropout(x, p, dropout_gen_);
-  Tensor cos = rope_cos_.defined() ? rope_cos_.to(dev).to(x.dtype()) : Tensor();
-  Tensor sin = rope_sin_.defined() ? rope_sin_.to(dev).to(x.dtype()) : Tensor();
+  Tensor cos = rope_cos_.defined() ? rope_cos_.to(dev) : Tensor();  // cast to the queries' dtype per use
+  Tensor sin = rope_sin_.defined() ? rope_sin_.to(dev) : Tensor();
   for (size_t l = 0; l < blocks_.size(); ++l) {
     Block* b = blocks_[l].get();
     if (config_.recompute && training_ && !cache && grad_mode_enabled()) {
@@ -240,7 +244,7 @@ Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
   if (cache) cache->length += T;
   x = config_.is_llama() ? norm_f_->forward(x) : ln_f_->forward(x);
   if (config_.is_llama()) return lm_head_->forward(x);
-  return matmul(x, wte_->weight().t());  // tied head: (B, T, C) @ (C, Vp)
+  return matmul(nn::autocast(x), nn::autocast(wte_->weight()).t());  // tied head: (B, T, C) @ (C, Vp)
 }
 
 Tensor GPT::loss(const Tensor& logits, const Tensor& targets) const {
@@ -254,7 +258,7 @@ KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
   KVCache c;
   c.capacity = std::min(capacity, config_.block_size);
   Device dev = wte_->weight().device();
-  DType dt = wte_->weight().dtype();
+  DType dt = nn::autocast_enabled() ? nn::autocast_dtype() : wte_->weight().dtype();
   for (int64_t l = 0; l < config_.n_layer; ++l) {
     c.k.push_back(Tensor::zeros(Dims{batch, config_.kv_heads(), c.capacity, config_.head_size()}, dt, dev));
     c.v.push_back(Tensor::zeros(Dims{batch, config_.kv_heads(), c.capacity, config_.head_size()}, dt, dev));

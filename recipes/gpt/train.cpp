@@ -26,6 +26,7 @@
 #include "core/ops/ops.h"
 #include "data/token_loader.h"
 #include "data/tokenizers.h"
+#include "nn/autocast.h"
 #include "optim/optim.h"
 #include "recipes/entry.h"
 #include "recipes/gpt/model.h"
@@ -134,6 +135,7 @@ struct Trainer {
   fs::path out_dir, ckpt_root;
   int64_t steps = 0, batch = 0, micro = 0, seq_len = 0, start_step = 0;
   uint64_t seed = 0;
+  DType compute_dtype = DType::F32;  // autocast compute dtype (F32: off)
   MetricsWriter metrics;
   std::string tokenizer_spec;
 
@@ -150,9 +152,10 @@ struct Trainer {
                "parallel.zero needs data parallelism (the parallel layer); set it to 0");
     mc = model_config(cfg);
     device = parse_device(cfg.get<std::string>("train.device"));
-    MODU_CHECK(cfg.get<std::string>("train.dtype") == "f32",
-               "train.dtype = \"", cfg.get<std::string>("train.dtype"),
-               "\": only f32 training exists so far (bf16 autocast comes with the CUDA backend); set f32");
+    std::string dt = cfg.get<std::string>("train.dtype");
+    MODU_CHECK(dt == "f32" || dt == "bf16", "train.dtype = \"", dt,
+               "\" is not supported: use f32, or bf16 (autocast: bf16 products, f32 master weights)");
+    compute_dtype = dt == "bf16" ? DType::BF16 : DType::F32;
     steps = cfg.get<int64_t>("train.steps");
     batch = cfg.get<int64_t>("train.batch_size");
     micro = cfg.get<int64_t>("train.micro_batch_size");
@@ -265,6 +268,7 @@ struct Trainer {
     double total = 0;
     for (int64_t b = 0; b < batches; ++b) {
       data::TokenBatch tb = val_loader->batch_at(static_cast<uint64_t>(b * micro), micro);
+      nn::AutocastGuard autocast(compute_dtype);
       Tensor logits = model->forward(tb.inputs.to(device));
       total += model->loss(logits, tb.targets.to(device)).item();
     }
@@ -323,8 +327,12 @@ struct Trainer {
       double loss_sum = 0;
       for (int64_t a = 0; a < accum; ++a) {
         data::TokenBatch tb = train_loader->next_batch(micro);
-        Tensor logits = model->forward(tb.inputs.to(device));
-        Tensor loss = model->loss(logits, tb.targets.to(device));
+        Tensor loss;
+        {
+          nn::AutocastGuard autocast(compute_dtype);  // bf16 products; parameters and .grad stay f32
+          Tensor logits = model->forward(tb.inputs.to(device));
+          loss = model->loss(logits, tb.targets.to(device));
+        }
         loss_sum += loss.item();
         Tensor scaled = accum > 1 ? mul_scalar(loss, 1.0 / static_cast<double>(accum)) : loss;
         scaled.backward();
@@ -409,7 +417,7 @@ void declare_recipe_schema(Config& c) {
   c.declare<int64_t>("train.keep_checkpoints", 0, "keep only the newest N checkpoints (0 = keep all)");
   c.declare<std::string>("train.resume", "auto", "auto (continue OUT_DIR/checkpoints/latest if any) | never | a checkpoint path");
   c.declare<std::string>("train.device", "cpu", "cpu | cuda | cuda:N");
-  c.declare<std::string>("train.dtype", "f32", "f32 (bf16 autocast: CUDA backend)");
+  c.declare<std::string>("train.dtype", "f32", "f32 | bf16 (autocast: bf16 products, f32 master weights and optimizer)");
   c.declare<int64_t>("train.threads", 0, "CPU threads (0 = OpenMP's default)");
   c.declare<double>("train.peak_tflops", 0.0, "device peak for MFU (0 = estimate)");
   c.declare<int64_t>("train.stop_after", 0, "stop (with a checkpoint) after this step, as on SIGTERM (0 = run to the end)");

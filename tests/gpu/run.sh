@@ -117,8 +117,12 @@ if grep -q "^no CUDA device" "$OUT/parity.log" 2>/dev/null; then
 elif [[ -x "$CARRY/bin/gpt_fidelity" && -x "$CARRY/bin/gpt_train" ]]; then
   (
     export MODU_TEST_DEVICE=cuda MODU_GPT_FIXTURE_DIR=$ROOT/tests/fixtures MODU_TEST_BOOK=$CARRY/data/pg1661.txt
-    timeout --kill-after=10 "${GPT_TIMEOUT:-120}" "$CARRY/bin/gpt_fidelity" && \
-      timeout --kill-after=10 "${GPT_TIMEOUT:-120}" "$CARRY/bin/gpt_train"
+    rc=0
+    for t in gpt_fidelity gpt_train gpt_autocast; do
+      [[ -x "$CARRY/bin/$t" ]] || continue
+      timeout --kill-after=10 "${GPT_TIMEOUT:-120}" "$CARRY/bin/$t" || rc=1
+    done
+    exit $rc
   ) >"$OUT/gpt.log" 2>&1
   gpt_rc=$?
   grep -E "^\[ *(OK|FAILED|PASSED) |worst|\] (logits|loss) " "$OUT/gpt.log" | tail -n 24
