@@ -1,10 +1,12 @@
-// checkpoint/xxhash64.h — XXH64 (Yann Collet's xxHash, 64-bit variant), written from the published
-// algorithm description, used for every checksum a checkpoint carries.
+// checkpoint/xxhash64.h — XXH64 (xxHash, 64-bit variant; the Debian libxxhash library), used for every
+// checksum a checkpoint carries, plus file hashing and the hex form the manifest stores.
 //
 // Invariants: Xxh64 fed a byte sequence in any number of update() pieces gives the same digest as
 // xxh64() over the concatenation (the reader relies on this to hash a strided region row by row).
 // The tests pin the digests to the reference library's outputs. Seed 0 everywhere in checkpoints.
 #pragma once
+
+#include <xxhash.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -17,15 +19,14 @@ namespace modu::checkpoint {
 class Xxh64 {
  public:
   explicit Xxh64(uint64_t seed = 0);
+  ~Xxh64();
+  Xxh64(const Xxh64&) = delete;
+  Xxh64& operator=(const Xxh64&) = delete;
   void update(const void* data, size_t len);
   uint64_t digest() const;
 
  private:
-  uint64_t acc_[4];
-  uint64_t seed_;
-  uint64_t total_ = 0;
-  unsigned char buf_[32];
-  size_t buf_len_ = 0;
+  XXH64_state_t* state_;
 };
 
 uint64_t xxh64(const void* data, size_t len, uint64_t seed = 0);

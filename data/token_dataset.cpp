@@ -9,7 +9,6 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <sstream>
 
 #include "core/check.h"
@@ -145,14 +144,36 @@ ShardSetMeta read_shard_set_meta(const std::string& dir) {
   return m;
 }
 
+namespace {
+// True for names of the form (meta.json | LETTERS_DIGITS{6,}.bin) optionally followed by .tmp.DIGITS+.
+bool is_shard_set_file(std::string_view name) {
+  auto all_digits = [](std::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+  };
+  size_t tmp = name.find(".tmp.");
+  if (tmp != std::string_view::npos) {
+    if (!all_digits(name.substr(tmp + 5))) return false;
+    name = name.substr(0, tmp);
+  }
+  if (name == "meta.json") return true;
+  if (name.size() < 4 || name.substr(name.size() - 4) != ".bin") return false;
+  name.remove_suffix(4);
+  size_t us = name.find('_');
+  if (us == 0 || us == std::string_view::npos) return false;
+  std::string_view letters = name.substr(0, us), digits = name.substr(us + 1);
+  bool alpha = std::all_of(letters.begin(), letters.end(),
+                           [](char ch) { return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'); });
+  return alpha && digits.size() >= 6 && all_digits(digits);
+}
+}  // namespace
+
 std::vector<std::string> shard_set_files(const std::string& dir) {
   std::vector<std::string> out;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return out;
-  static const std::regex re(R"(^(meta\.json|[A-Za-z]+_[0-9]{6,}\.bin)(\.tmp\.[0-9]+)?$)");
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
-    if (std::regex_match(name, re)) out.push_back(name);
+    if (is_shard_set_file(name)) out.push_back(name);
   }
   std::sort(out.begin(), out.end());
   return out;

@@ -12,7 +12,7 @@ packages=(
   # parallel: Open MPI (collectives on CPU, launcher, NCCL bootstrap)
   openmpi-bin libopenmpi-dev
   # checkpoints, ONNX export
-  libhdf5-dev protobuf-compiler libprotobuf-dev
+  libhdf5-dev protobuf-compiler libprotobuf-dev libxxhash-dev
   # recipes, metrics, command line
   libtomlplusplus-dev nlohmann-json3-dev libcli11-dev
   # tests
