@@ -1,23 +1,30 @@
 #!/usr/bin/env bash
-# Creates or updates modu's cached Python virtualenv ($REPO/.venv, or $MODU_VENV) from the pins in
-# scripts/requirements-test.txt. Idempotent: pip runs only when the venv is new or the pins changed
-# (a sha256 of the requirements file is stamped inside the venv). Safe to run concurrently (flock).
-# Usage: scripts/python-env.sh [--python]   (--python: print the venv's python path on stdout, last line)
+# Creates or updates one of modu's cached Python virtualenvs from its pins: set NAME uses
+# scripts/requirements-NAME.txt and the venv $REPO/.venv-NAME; the default set "test" uses
+# scripts/requirements-test.txt and $REPO/.venv (or $MODU_VENV). Idempotent: pip runs only when the venv
+# is new or the pins changed (a sha256 of the requirements file is stamped inside the venv). Safe to run
+# concurrently (flock).
+# Usage: scripts/python-env.sh [--set NAME] [--python]   (--python: print the venv's python path on
+#        stdout, last line)
 # Needs: python3 with the venv module (Debian: python3-venv) and PyPI access the first time.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${MODU_VENV:-$REPO/.venv}"
-REQ="$REPO/scripts/requirements-test.txt"
 PYTHON="${MODU_PYTHON:-python3}"
 print_python=0
-for arg in "$@"; do
-  case "$arg" in
+set_name=test
+while [ $# -gt 0 ]; do
+  case "$1" in
     --python) print_python=1 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
-    *) echo "python-env: unknown argument '$arg'" >&2; exit 2 ;;
+    --set) set_name="${2:?python-env: --set needs a NAME}"; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "python-env: unknown argument '$1'" >&2; exit 2 ;;
   esac
+  shift
 done
+REQ="$REPO/scripts/requirements-$set_name.txt"
+if [ ! -f "$REQ" ]; then echo "python-env: no pins for set '$set_name' ($REQ)" >&2; exit 2; fi
+if [ "$set_name" = test ]; then VENV="${MODU_VENV:-$REPO/.venv}"; else VENV="$REPO/.venv-$set_name"; fi
 
 log() { echo "python-env: $*" >&2; }
 

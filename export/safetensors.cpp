@@ -1,0 +1,13 @@
+// export/safetensors.cpp — the safetensors writer of `modu export` (not written
+// yet; see export/export.h).
+#include "core/check.h"
+#include "export/export.h"
+
+namespace modu::exporting {
+
+void write_safetensors_export(const ExportSource &src, const fs::path &dir,
+                              const std::string &dtype) {
+  MODU_FAIL("export: --format safetensors is not implemented yet");
+}
+
+} // namespace modu::exporting
