@@ -201,6 +201,7 @@ struct Trainer {
     out_dir = cfg.get<std::string>("train.out_dir");
     ckpt_root = out_dir / "checkpoints";
     fs::create_directories(out_dir);
+    init_from();
     resume();
     metrics = MetricsWriter(out_dir.string());
   }
@@ -254,6 +255,29 @@ struct Trainer {
     const json& rs = ck.rank_state(0);
     if (rs.contains("dropout")) model->dropout_generator().set_state(checkpoint::rng_state_from_json(rs.at("dropout")));
     std::cout << "resumed from " << ck.dir().string() << " at step " << start_step << std::endl;
+  }
+
+  // train.init_from: start from another checkpoint's weights only (e.g. `modu import hf` output):
+  // fresh optimizer, step 0, data from the start. A resumable checkpoint of this run wins (resume()).
+  void init_from() {
+    fs::path from = cfg.get<std::string>("train.init_from");
+    if (from.empty()) return;
+    if (fs::exists(from / "checkpoints" / "latest")) from /= "checkpoints";  // a run folder
+    checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(from);
+    const json saved = ck.metadata().at("model"), mine = model_config_json(mc);
+    for (const char* key : {"arch", "norm_eps", "rope_theta"})
+      MODU_CHECK(saved.at(key) == mine.at(key), "train.init_from: ", ck.dir().string(), " has model.", key, " = ",
+                 saved.at(key).dump(), " but the recipe has ", mine.at(key).dump(), "; set the recipe's model.* to ",
+                 saved.dump());
+    NoGradGuard no_grad;
+    for (const nn::ParamRef& p : model->parameters()) {
+      const std::string name = "model/" + p.name;
+      MODU_CHECK(ck.has(name) && ck.global_shape(name) == p.tensor->shape(), "train.init_from: ",
+                 ck.dir().string(), (ck.has(name) ? " has a different shape for " : " lacks "), name,
+                 " than the recipe's model; set the recipe's model.* to ", saved.dump());
+      ck.read(name, *p.tensor);
+    }
+    std::cout << "initialised the weights from " << ck.dir().string() << std::endl;
   }
 
   // ---- evaluation and samples -----------------------------------------------------------------
@@ -415,6 +439,7 @@ void declare_recipe_schema(Config& c) {
   c.declare<int64_t>("train.eval_batches", 20, "validation batches per evaluation");
   c.declare<int64_t>("train.checkpoint_every", 500, "steps between checkpoints (0 = only at the end)");
   c.declare<int64_t>("train.keep_checkpoints", 0, "keep only the newest N checkpoints (0 = keep all)");
+  c.declare<std::string>("train.init_from", "", "start from this checkpoint's weights (fresh optimizer, step 0), e.g. `modu import hf` output");
   c.declare<std::string>("train.resume", "auto", "auto (continue OUT_DIR/checkpoints/latest if any) | never | a checkpoint path");
   c.declare<std::string>("train.device", "cpu", "cpu | cuda | cuda:N");
   c.declare<std::string>("train.dtype", "f32", "f32 | bf16 (autocast: bf16 products, f32 master weights and optimizer)");
