@@ -87,8 +87,7 @@ int main(int argc, char** argv) {
         loss = model.loss(model.forward(x), y);
       }
       loss.backward();
-      optim::clip_grad_norm(params, 1.0);
-      opt.step(6e-4);
+      opt.step(6e-4, optim::clip_coefficient(optim::grad_norm(params), 1.0));
       double l = loss.item();  // synchronises
       double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (s == 0) first_loss = l;
@@ -105,8 +104,7 @@ int main(int argc, char** argv) {
         loss = model.loss(model.forward(x), y);
       }
       loss.backward();
-      optim::clip_grad_norm(params, 1.0);
-      opt.step(6e-4);
+      opt.step(6e-4, optim::clip_coefficient(optim::grad_norm(params), 1.0));
       loss.item();
       set_op_profiling(false);
       std::fprintf(stderr, "%s", op_profile_report(40).c_str());

@@ -63,8 +63,7 @@ int main(int argc, char** argv) {
     model.zero_grad();
     Tensor loss = model.loss(model.forward(x), y);
     loss.backward();
-    optim::clip_grad_norm(params, 1.0);
-    opt.step(6e-4);
+    opt.step(6e-4, optim::clip_coefficient(optim::grad_norm(params), 1.0));
     double l = loss.item();
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (prof) {

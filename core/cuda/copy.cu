@@ -324,11 +324,12 @@ void mul_scalar_inplace_kernel(const KernelCall& c) {
 // ---- AdamW (core/cpu/optim.cpp): m, v in their own dtype M, math in acc_t<M> ---------------------------------
 template <class P, class M>
 __global__ void adamw_kernel(P* p, const P* g, M* m, M* v, int64_t n, acc_t<M> b1, acc_t<M> b2, acc_t<M> lr,
-                             acc_t<M> eps, acc_t<M> decay, acc_t<M> inv_bc1, acc_t<M> inv_sqrt_bc2) {
+                             acc_t<M> eps, acc_t<M> decay, acc_t<M> inv_bc1, acc_t<M> inv_sqrt_bc2,
+                             acc_t<M> gscale) {
   using A = acc_t<M>;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    A gi = A(ld(g + i));
+    A gi = A(ld(g + i)) * gscale;
     A mi = b1 * A(ld(m + i)) + (A(1) - b1) * gi;
     A vi = b2 * A(ld(v + i)) + (A(1) - b2) * gi * gi;
     st(m + i, mi);
@@ -355,7 +356,7 @@ void adamw_launch(const KernelCall& c) {
       adamw_kernel<P, M><<<grid_for(n), kThreads, 0, cur_stream()>>>(
           static_cast<P*>(p.data_ptr()), static_cast<const P*>(g.data_ptr()), static_cast<M*>(m.data_ptr()),
           static_cast<M*>(v.data_ptr()), n, A(a.beta1), A(a.beta2), A(a.lr), A(a.eps), A(1 - a.lr * a.weight_decay),
-          A(1 / a.bias_correction1), A(1 / std::sqrt(a.bias_correction2)));
+          A(1 / a.bias_correction1), A(1 / std::sqrt(a.bias_correction2)), A(a.grad_scale));
       MODU_CUDA_LAUNCH_CHECK("adamw_");
     });
   });

@@ -103,6 +103,7 @@ struct SplitAttrs {
 struct AdamWAttrs {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
   double bias_correction1 = 1, bias_correction2 = 1;  // 1 - beta^t, computed by the optimizer
+  double grad_scale = 1;  // the gradient is multiplied by this first (global-norm clipping folded in)
 };
 struct FactoryAttrs {
   Dims shape;

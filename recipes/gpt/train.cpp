@@ -361,8 +361,8 @@ struct Trainer {
         Tensor scaled = accum > 1 ? mul_scalar(loss, 1.0 / static_cast<double>(accum)) : loss;
         scaled.backward();
       }
-      double gnorm = optim::clip_grad_norm(params, grad_clip);
-      opt->step(lr);
+      double gnorm = optim::grad_norm(params);
+      opt->step(lr, optim::clip_coefficient(gnorm, grad_clip));  // clipping folded into the update
       double loss = loss_sum / static_cast<double>(accum);
       MODU_CHECK(std::isfinite(loss), "training diverged at step ", step + 1, ": loss is ", loss,
                  "; lower optim.lr or check the data");
