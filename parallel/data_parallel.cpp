@@ -1,5 +1,4 @@
-// parallel/data_parallel.cpp — bucketed DP gradient averaging and ZeRO-1/2
-// AdamW (see data_parallel.h).
+// parallel/data_parallel.cpp — bucketed DP gradient averaging and ZeRO-1/2 AdamW (see data_parallel.h).
 #include "parallel/data_parallel.h"
 
 #include <cmath>
@@ -10,49 +9,37 @@
 
 namespace modu::parallel {
 
-DataParallel::DataParallel(std::vector<nn::ParamRef> params, Communicator &dp,
-                           optim::AdamWConfig adamw,
+DataParallel::DataParallel(std::vector<nn::ParamRef> params, Communicator& dp, optim::AdamWConfig adamw,
                            DataParallelOptions options)
-    : params_(std::move(params)), dp_(dp), options_(options),
-      adamw_config_(adamw) {
-  MODU_CHECK(options_.zero >= 0 && options_.zero <= 2,
-             "parallel.zero = ", options_.zero,
+    : params_(std::move(params)), dp_(dp), options_(options), adamw_config_(adamw) {
+  MODU_CHECK(options_.zero >= 0 && options_.zero <= 2, "parallel.zero = ", options_.zero,
              ": ZeRO stages 0 (replicated optimizer), 1 (sharded optimizer "
              "state) and 2 (also sharded "
              "gradients) are implemented; set 0, 1 or 2");
-  MODU_CHECK(options_.bucket_mb > 0,
-             "parallel.bucket_mb = ", options_.bucket_mb,
-             ": it must be positive");
-  std::set<const TensorImpl *> seen;
-  for (const nn::ParamRef &p : params_) {
-    MODU_CHECK(seen.insert(p.tensor->impl()).second,
-               "data parallelism: parameter ", p.name,
+  MODU_CHECK(options_.bucket_mb > 0, "parallel.bucket_mb = ", options_.bucket_mb, ": it must be positive");
+  std::set<const TensorImpl*> seen;
+  for (const nn::ParamRef& p : params_) {
+    MODU_CHECK(seen.insert(p.tensor->impl()).second, "data parallelism: parameter ", p.name,
                " is listed twice; a tied weight must appear once in the "
                "parameter list");
-    MODU_CHECK(p.tensor->is_contiguous(), "data parallelism: parameter ",
-               p.name, " ", describe(*p.tensor), " is not contiguous");
+    MODU_CHECK(p.tensor->is_contiguous(), "data parallelism: parameter ", p.name, " ", describe(*p.tensor),
+               " is not contiguous");
   }
   active_ = dp_.size() > 1 || options_.zero > 0;
-  if (options_.zero == 0)
-    replicated_ = std::make_unique<optim::AdamW>(params_, adamw_config_);
-  if (!active_)
-    return;
+  if (options_.zero == 0) replicated_ = std::make_unique<optim::AdamW>(params_, adamw_config_);
+  if (!active_) return;
 
-  for (const nn::ParamRef &p : params_)
-    MODU_CHECK(
-        p.tensor->dtype() == DType::F32, "data parallelism: parameter ", p.name,
-        " is ", dtype_name(p.tensor->dtype()),
-        "; the DP gradient buckets hold f32 parameters (master weights)");
+  for (const nn::ParamRef& p : params_)
+    MODU_CHECK(p.tensor->dtype() == DType::F32, "data parallelism: parameter ", p.name, " is ",
+               dtype_name(p.tensor->dtype()), "; the DP gradient buckets hold f32 parameters (master weights)");
   // Buckets in reverse parameter order: the order backward completes them.
-  const int64_t cap = std::max<int64_t>(
-      1, static_cast<int64_t>(options_.bucket_mb * 1024 * 1024 / 4));
+  const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(options_.bucket_mb * 1024 * 1024 / 4));
   const int n = dp_.size();
   bucket_of_.assign(params_.size(), 0);
   Bucket current;
   int64_t filled = 0;
   auto close = [&] {
-    if (current.segments.empty())
-      return;
+    if (current.segments.empty()) return;
     current.padded = (filled + n - 1) / n * n;
     buckets_.push_back(std::move(current));
     current = Bucket();
@@ -63,16 +50,13 @@ DataParallel::DataParallel(std::vector<nn::ParamRef> params, Communicator &dp,
     current.segments.push_back(Segment{i, filled, numel});
     bucket_of_[i] = buckets_.size();
     filled += numel;
-    if (filled >= cap)
-      close();
+    if (filled >= cap) close();
   }
   close();
-  const Device device =
-      params_.empty() ? Device::cpu() : params_[0].tensor->device();
-  for (Bucket &b : buckets_) {
+  const Device device = params_.empty() ? Device::cpu() : params_[0].tensor->device();
+  for (Bucket& b : buckets_) {
     b.flat = Tensor::zeros(Dims{b.padded}, DType::F32, device);
-    if (options_.zero == 2)
-      b.shard_grad = Tensor::zeros(Dims{shard_len(b)}, DType::F32, device);
+    if (options_.zero == 2) b.shard_grad = Tensor::zeros(Dims{shard_len(b)}, DType::F32, device);
     if (options_.zero >= 1) {
       b.m = Tensor::zeros(Dims{shard_len(b)}, DType::F32, device);
       b.v = Tensor::zeros(Dims{shard_len(b)}, DType::F32, device);
@@ -80,41 +64,34 @@ DataParallel::DataParallel(std::vector<nn::ParamRef> params, Communicator &dp,
   }
   had_grad_.assign(params_.size(), 0);
   for (size_t i = 0; i < params_.size(); ++i)
-    autograd::register_grad_ready_hook(
-        *params_[i].tensor, [this, i](const Tensor &) { on_grad_ready(i); });
+    autograd::register_grad_ready_hook(*params_[i].tensor, [this, i](const Tensor&) { on_grad_ready(i); });
 }
 
 DataParallel::~DataParallel() {
-  if (!active_)
-    return;
-  for (Bucket &b : buckets_)
+  if (!active_) return;
+  for (Bucket& b : buckets_)
     if (b.work) {
       try {
         b.work->wait();
-      } catch (
-          ...) { // the error was or will be reported by the caller's own wait
+      } catch (...) {  // the error was or will be reported by the caller's own wait
       }
     }
-  for (const nn::ParamRef &p : params_)
-    autograd::remove_grad_ready_hook(*p.tensor);
+  for (const nn::ParamRef& p : params_) autograd::remove_grad_ready_hook(*p.tensor);
 }
 
 template <class F>
-void DataParallel::for_each_owned(const Bucket &b, F &&f) const {
+void DataParallel::for_each_owned(const Bucket& b, F&& f) const {
   const int64_t lo = dp_.rank() * shard_len(b), hi = lo + shard_len(b);
-  for (const Segment &s : b.segments) {
-    int64_t first = std::max(lo, s.offset),
-            last = std::min(hi, s.offset + s.numel);
-    if (first < last)
-      f(s, first, last, lo);
+  for (const Segment& s : b.segments) {
+    int64_t first = std::max(lo, s.offset), last = std::min(hi, s.offset + s.numel);
+    if (first < last) f(s, first, last, lo);
   }
 }
 
 void DataParallel::prepare_backward(bool sync) {
   sync_ = sync;
-  if (!active_ || !sync)
-    return;
-  for (Bucket &b : buckets_) {
+  if (!active_ || !sync) return;
+  for (Bucket& b : buckets_) {
     MODU_CHECK(!b.launched || b.work == nullptr,
                "data parallelism: prepare_backward(sync) twice in one step "
                "without finish_gradient_sync()");
@@ -126,29 +103,25 @@ void DataParallel::prepare_backward(bool sync) {
 }
 
 void DataParallel::on_grad_ready(size_t param) {
-  if (!sync_)
-    return;
-  Bucket &b = buckets_[bucket_of_[param]];
-  if (--b.pending == 0)
-    launch_ready_buckets();
+  if (!sync_) return;
+  Bucket& b = buckets_[bucket_of_[param]];
+  if (--b.pending == 0) launch_ready_buckets();
 }
 
 void DataParallel::launch_ready_buckets() {
-  while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending <= 0)
-    launch(buckets_[next_launch_++]);
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending <= 0) launch(buckets_[next_launch_++]);
 }
 
-void DataParallel::launch(Bucket &b) {
+void DataParallel::launch(Bucket& b) {
   NoGradGuard no_grad;
-  for (const Segment &s : b.segments) {
-    Tensor &p = *params_[s.param].tensor;
+  for (const Segment& s : b.segments) {
+    Tensor& p = *params_[s.param].tensor;
     Tensor dest = b.flat.slice(0, s.offset, s.offset + s.numel);
     Tensor g = p.grad();
     if (g.defined()) {
       dest.copy_(g.reshape(Dims{-1}));
       had_grad_[s.param] = 1;
-      if (options_.zero == 2)
-        p.set_grad(Tensor()); // the shard is all this rank keeps
+      if (options_.zero == 2) p.set_grad(Tensor());  // the shard is all this rank keeps
     } else {
       dest.zero_();
     }
@@ -162,49 +135,37 @@ void DataParallel::launch(Bucket &b) {
 
 void DataParallel::finish_gradient_sync() {
   sync_ = false;
-  if (!active_)
-    return;
-  for (Bucket &b : buckets_)
-    b.pending = 0; // parameters no backward reached: launch anyway
+  if (!active_) return;
+  for (Bucket& b : buckets_) b.pending = 0;  // parameters no backward reached: launch anyway
   launch_ready_buckets();
   NoGradGuard no_grad;
-  for (Bucket &b : buckets_) {
+  for (Bucket& b : buckets_) {
     b.work->wait();
     b.work = nullptr;
-    if (options_.zero == 2)
-      continue;
-    for (const Segment &s : b.segments) {
-      if (!had_grad_[s.param])
-        continue;
+    if (options_.zero == 2) continue;
+    for (const Segment& s : b.segments) {
+      if (!had_grad_[s.param]) continue;
       Tensor g = params_[s.param].tensor->grad();
       g.reshape(Dims{-1}).copy_(b.flat.slice(0, s.offset, s.offset + s.numel));
     }
   }
 }
 
-double DataParallel::clip_grad_norm(double max_norm) {
-  if (options_.zero < 2)
-    return optim::clip_grad_norm(params_, max_norm);
-  // ZeRO-2: this rank's shard of every bucket (padding is zero), summed over
-  // the DP ranks.
+double DataParallel::grad_norm() {
+  if (options_.zero < 2) return optim::grad_norm(params_);
+  // ZeRO-2: this rank's shard of every bucket (padding is zero), summed over the DP ranks.
   NoGradGuard no_grad;
   double local = 0;
-  for (Bucket &b : buckets_) {
+  for (Bucket& b : buckets_) {
     Tensor row = b.shard_grad.reshape(Dims{1, -1});
     local += matmul(row, row.t()).item();
   }
-  double norm = std::sqrt(dp_.sum(local));
-  if (max_norm > 0 && norm > max_norm) {
-    double scale = max_norm / (norm + 1e-6);
-    for (Bucket &b : buckets_)
-      b.shard_grad.mul_(scale);
-  }
-  return norm;
+  return std::sqrt(dp_.sum(local));
 }
 
-void DataParallel::step(double lr) {
+void DataParallel::step(double lr, double grad_scale) {
   if (options_.zero == 0) {
-    replicated_->step(lr);
+    replicated_->step(lr, grad_scale);
     return;
   }
   NoGradGuard no_grad;
@@ -214,55 +175,43 @@ void DataParallel::step(double lr) {
   a.beta1 = adamw_config_.beta1;
   a.beta2 = adamw_config_.beta2;
   a.eps = adamw_config_.eps;
-  a.bias_correction1 =
-      1 - std::pow(adamw_config_.beta1, static_cast<double>(t_));
-  a.bias_correction2 =
-      1 - std::pow(adamw_config_.beta2, static_cast<double>(t_));
-  for (Bucket &b : buckets_) {
-    for_each_owned(
-        b, [&](const Segment &s, int64_t first, int64_t last, int64_t lo) {
-          if (!had_grad_[s.param])
-            return;
-          const nn::ParamRef &ref = params_[s.param];
-          Tensor p = ref.tensor->reshape(Dims{-1}).slice(0, first - s.offset,
-                                                         last - s.offset);
-          Tensor g = options_.zero == 2
-                         ? b.shard_grad.slice(0, first - lo, last - lo)
-                         : ref.tensor->grad().reshape(Dims{-1}).slice(
-                               0, first - s.offset, last - s.offset);
-          Tensor m = b.m.slice(0, first - lo, last - lo);
-          Tensor v = b.v.slice(0, first - lo, last - lo);
-          a.weight_decay = ref.decay ? adamw_config_.weight_decay : 0.0;
-          adamw_(p, g, m, v, a);
-        });
+  a.grad_scale = grad_scale;
+  a.bias_correction1 = 1 - std::pow(adamw_config_.beta1, static_cast<double>(t_));
+  a.bias_correction2 = 1 - std::pow(adamw_config_.beta2, static_cast<double>(t_));
+  for (Bucket& b : buckets_) {
+    for_each_owned(b, [&](const Segment& s, int64_t first, int64_t last, int64_t lo) {
+      if (!had_grad_[s.param]) return;
+      const nn::ParamRef& ref = params_[s.param];
+      Tensor p = ref.tensor->reshape(Dims{-1}).slice(0, first - s.offset, last - s.offset);
+      Tensor g = options_.zero == 2 ? b.shard_grad.slice(0, first - lo, last - lo)
+                                    : ref.tensor->grad().reshape(Dims{-1}).slice(0, first - s.offset, last - s.offset);
+      Tensor m = b.m.slice(0, first - lo, last - lo);
+      Tensor v = b.v.slice(0, first - lo, last - lo);
+      a.weight_decay = ref.decay ? adamw_config_.weight_decay : 0.0;
+      adamw_(p, g, m, v, a);
+    });
   }
-  // Every rank's updated shard to every rank: each bucket's own shard packed,
-  // then all-gathered.
+  // Every rank's updated shard to every rank: each bucket's own shard packed, then all-gathered.
   std::vector<Tensor> mine(buckets_.size());
   for (size_t i = 0; i < buckets_.size(); ++i) {
-    Bucket &b = buckets_[i];
+    Bucket& b = buckets_[i];
     mine[i] = Tensor::zeros(Dims{shard_len(b)}, DType::F32, b.flat.device());
-    for_each_owned(
-        b, [&](const Segment &s, int64_t first, int64_t last, int64_t lo) {
-          mine[i]
-              .slice(0, first - lo, last - lo)
-              .copy_(params_[s.param].tensor->reshape(Dims{-1}).slice(
-                  0, first - s.offset, last - s.offset));
-        });
+    for_each_owned(b, [&](const Segment& s, int64_t first, int64_t last, int64_t lo) {
+      mine[i]
+          .slice(0, first - lo, last - lo)
+          .copy_(params_[s.param].tensor->reshape(Dims{-1}).slice(0, first - s.offset, last - s.offset));
+    });
     b.work = dp_.all_gather_async(mine[i], b.flat);
   }
-  for (Bucket &b : buckets_) {
+  for (Bucket& b : buckets_) {
     b.work->wait();
     b.work = nullptr;
-    for (const Segment &s : b.segments)
-      params_[s.param].tensor->reshape(Dims{-1}).copy_(
-          b.flat.slice(0, s.offset, s.offset + s.numel));
+    for (const Segment& s : b.segments)
+      params_[s.param].tensor->reshape(Dims{-1}).copy_(b.flat.slice(0, s.offset, s.offset + s.numel));
   }
 }
 
-int64_t DataParallel::steps_taken() const {
-  return options_.zero == 0 ? replicated_->steps_taken() : t_;
-}
+int64_t DataParallel::steps_taken() const { return options_.zero == 0 ? replicated_->steps_taken() : t_; }
 
 void DataParallel::set_steps_taken(int64_t t) {
   if (options_.zero == 0)
@@ -274,30 +223,25 @@ void DataParallel::set_steps_taken(int64_t t) {
 std::vector<StatePiece> DataParallel::optimizer_pieces() {
   std::vector<StatePiece> out;
   if (options_.zero == 0) {
-    auto state = replicated_->state_tensors(); // ("m/name", m), ("v/name", v)
-                                               // per parameter, in order
+    auto state = replicated_->state_tensors();  // ("m/name", m), ("v/name", v)
+                                                // per parameter, in order
     for (size_t i = 0; i < params_.size(); ++i)
-      out.push_back(StatePiece{i, 0, params_[i].tensor->numel(),
-                               *state[2 * i].second, *state[2 * i + 1].second});
+      out.push_back(StatePiece{i, 0, params_[i].tensor->numel(), *state[2 * i].second, *state[2 * i + 1].second});
     return out;
   }
-  for (Bucket &b : buckets_)
-    for_each_owned(
-        b, [&](const Segment &s, int64_t first, int64_t last, int64_t lo) {
-          out.push_back(StatePiece{s.param, first - s.offset, last - s.offset,
-                                   b.m.slice(0, first - lo, last - lo),
-                                   b.v.slice(0, first - lo, last - lo)});
-        });
+  for (Bucket& b : buckets_)
+    for_each_owned(b, [&](const Segment& s, int64_t first, int64_t last, int64_t lo) {
+      out.push_back(StatePiece{s.param, first - s.offset, last - s.offset, b.m.slice(0, first - lo, last - lo),
+                               b.v.slice(0, first - lo, last - lo)});
+    });
   return out;
 }
 
 int64_t DataParallel::optimizer_state_bytes() const {
-  if (options_.zero == 0)
-    return replicated_->state_bytes();
+  if (options_.zero == 0) return replicated_->state_bytes();
   int64_t bytes = 0;
-  for (const Bucket &b : buckets_)
-    bytes += static_cast<int64_t>(b.m.nbytes() + b.v.nbytes());
+  for (const Bucket& b : buckets_) bytes += static_cast<int64_t>(b.m.nbytes() + b.v.nbytes());
   return bytes;
 }
 
-} // namespace modu::parallel
+}  // namespace modu::parallel

@@ -1,47 +1,34 @@
-// parallel/data_parallel.h — data parallelism: bucketed gradient averaging
-// overlapped with backward, and AdamW unsharded (ZeRO-0) or with its state
-// sharded over the DP ranks (ZeRO-1, ZeRO-2).
+// parallel/data_parallel.h — data parallelism: bucketed gradient averaging overlapped with backward,
+// and AdamW unsharded (ZeRO-0) or with its state sharded over the DP ranks (ZeRO-1, ZeRO-2).
 //
-// Buckets. The parameters, in reverse order (the order backward finishes them),
-// are packed into buckets of about bucket_mb MiB; each bucket is one flat
-// buffer of B elements padded to a multiple of the DP size n, cut into n equal
-// shards: rank r owns elements [r*B/n, (r+1)*B/n) of every bucket.
+// Buckets. The parameters, in reverse order (the order backward finishes them), are packed into
+// buckets of about bucket_mb MiB; each bucket is one flat buffer of B elements padded to a multiple of
+// the DP size n, cut into n equal shards: rank r owns elements [r*B/n, (r+1)*B/n) of every bucket.
 //
 //   bucket 0 (last params)            bucket 1                      ...
 //   [ p11 | p10 | p9 |pad]            [ p8 ... p3 |pad]
-//   [ r0  | r1  | r2 | r3 ]           [ r0 | r1 | r2 | r3 ]          <- shard
-//   owners for n = 4
+//   [ r0  | r1  | r2 | r3 ]           [ r0 | r1 | r2 | r3 ]          <- shard owners for n = 4
 //
 // A step, with accumulation over A micro-batches:
-//   prepare_backward(sync = a == A-1) before each backward: no communication on
-//   accumulation
-//     micro-steps; on the last, each parameter's grad-ready hook (autograd/)
-//     counts down its bucket, and a complete bucket is packed and launched
-//     non-blocking (buckets launch in index order, the same on every rank):
-//     ZeRO-0/1 all-reduce (average), ZeRO-2 reduce-scatter (average) into this
-//     rank's shard;
-//   finish_gradient_sync(): launches what is left, waits for everything, and
-//   writes the averaged
-//     gradient back into each .grad (ZeRO-0/1; ZeRO-2 keeps only the shard and
-//     drops .grad);
-//   clip_grad_norm(): the norm of the averaged gradient, the same value on
-//   every rank; step(lr): ZeRO-0: AdamW on every parameter (replicated);
-//   ZeRO-1/2: AdamW on this rank's shard only
-//     (element-wise, so bit-identical to the unsharded update), then all-gather
-//     of the updated shards.
+//   prepare_backward(sync = a == A-1) before each backward: no communication on accumulation
+//     micro-steps; on the last, each parameter's grad-ready hook (autograd/) counts down its bucket, and a
+//     complete bucket is packed and launched non-blocking (buckets launch in index order, the same on
+//     every rank): ZeRO-0/1 all-reduce (average), ZeRO-2 reduce-scatter (average) into this rank's shard;
+//   finish_gradient_sync(): launches what is left, waits for everything, and writes the averaged
+//     gradient back into each .grad (ZeRO-0/1; ZeRO-2 keeps only the shard and drops .grad);
+//   grad_norm(): the norm of the averaged gradient, the same value on every rank;
+//   step(lr, grad_scale): clipping folded into the update (optim::clip_coefficient). ZeRO-0: AdamW on
+//     every parameter (replicated); ZeRO-1/2: AdamW on this rank's shard only (element-wise, so
+//     bit-identical to the unsharded update), then all-gather of the updated shards.
 //
 // Invariants:
-//  - The gradient averaged over DP equals one process's gradient of the same
-//  global batch up to the
-//    rounding of the sums (the communicator's reductions are bit-identical on
-//    every rank, so the parameters stay replicated bit for bit on every DP
-//    rank).
-//  - With one rank and ZeRO-0 nothing is hooked and nothing copied: plain
-//  AdamW.
-//  - Optimizer state is f32, like optim::AdamW's; sharded state covers exactly
-//  the parameters' elements
-//    (padding has none), and optimizer_pieces() lists it as (parameter, flat
-//    range) pieces for checkpoints.
+//  - The gradient averaged over DP equals one process's gradient of the same global batch up to the
+//    rounding of the sums (the communicator's reductions are bit-identical on every rank, so the
+//    parameters stay replicated bit for bit on every DP rank).
+//  - With one rank and ZeRO-0 nothing is hooked and nothing copied: plain AdamW.
+//  - Optimizer state is f32, like optim::AdamW's; sharded state covers exactly the parameters' elements
+//    (padding has none), and optimizer_pieces() lists it as (parameter, flat range) pieces for checkpoints.
+
 #pragma once
 
 #include <cstdint>
@@ -53,14 +40,13 @@
 namespace modu::parallel {
 
 struct DataParallelOptions {
-  int zero = 0;          // 0, 1 or 2
-  double bucket_mb = 25; // bucket size in MiB of gradient
+  int zero = 0;           // 0, 1 or 2
+  double bucket_mb = 25;  // bucket size in MiB of gradient
 };
 
-// Optimizer state of elements [begin, end) of the flattened parameter `param`
-// (index into the parameter list). Unsharded state (ZeRO-0) has one piece per
-// parameter with m and v shaped like it; sharded state has 1-D views (end -
-// begin elements) into this rank's flat state.
+// Optimizer state of elements [begin, end) of the flattened parameter `param` (index into the parameter list).
+// Unsharded state (ZeRO-0) has one piece per parameter with m and v shaped like it; sharded state has 1-D views
+// (end - begin elements) into this rank's flat state.
 struct StatePiece {
   size_t param = 0;
   int64_t begin = 0, end = 0;
@@ -68,44 +54,43 @@ struct StatePiece {
 };
 
 class DataParallel {
-public:
-  DataParallel(std::vector<nn::ParamRef> params, Communicator &dp,
-               optim::AdamWConfig adamw, DataParallelOptions options);
+ public:
+  DataParallel(std::vector<nn::ParamRef> params, Communicator& dp, optim::AdamWConfig adamw,
+               DataParallelOptions options);
   ~DataParallel();
-  DataParallel(const DataParallel &) = delete;
-  DataParallel &operator=(const DataParallel &) = delete;
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
 
   void prepare_backward(bool sync);
   void finish_gradient_sync();
-  double clip_grad_norm(double max_norm);
-  void step(double lr);
+  double grad_norm();
+  void step(double lr, double grad_scale = 1.0);
 
   int zero() const { return options_.zero; }
   bool sharded() const { return options_.zero > 0; }
-  Communicator &comm() { return dp_; }
-  const std::vector<nn::ParamRef> &params() const { return params_; }
+  Communicator& comm() { return dp_; }
+  const std::vector<nn::ParamRef>& params() const { return params_; }
   int64_t steps_taken() const;
   void set_steps_taken(int64_t t);
 
-  // This rank's optimizer state (see StatePiece); creates the state when it
-  // does not exist yet.
+  // This rank's optimizer state (see StatePiece); creates the state when it does not exist yet.
   std::vector<StatePiece> optimizer_pieces();
   int64_t optimizer_state_bytes() const;
   int num_buckets() const { return static_cast<int>(buckets_.size()); }
 
-private:
+ private:
   struct Segment {
     size_t param;
-    int64_t offset; // in the bucket
+    int64_t offset;  // in the bucket
     int64_t numel;
   };
   struct Bucket {
     std::vector<Segment> segments;
-    int64_t padded = 0; // elements, a multiple of the DP size
-    Tensor flat;        // (padded): packed gradients, then gathered parameters
-    Tensor shard_grad;  // ZeRO-2: (padded / n) averaged gradient of this rank's
-                        // shard
-    Tensor m, v; // ZeRO-1/2: (padded / n) AdamW state of this rank's shard
+    int64_t padded = 0;  // elements, a multiple of the DP size
+    Tensor flat;         // (padded): packed gradients, then gathered parameters
+    Tensor shard_grad;   // ZeRO-2: (padded / n) averaged gradient of this rank's
+                         // shard
+    Tensor m, v;         // ZeRO-1/2: (padded / n) AdamW state of this rank's shard
     int pending = 0;
     bool launched = false;
     WorkHandle work;
@@ -113,25 +98,24 @@ private:
 
   void on_grad_ready(size_t param);
   void launch_ready_buckets();
-  void launch(Bucket &b);
-  int64_t shard_len(const Bucket &b) const { return b.padded / dp_.size(); }
-  // This rank's shard of `b` intersected with each segment: (segment, first,
-  // last) in bucket elements.
-  template <class F> void for_each_owned(const Bucket &b, F &&f) const;
+  void launch(Bucket& b);
+  int64_t shard_len(const Bucket& b) const { return b.padded / dp_.size(); }
+  // This rank's shard of `b` intersected with each segment: (segment, first, last) in bucket elements.
+  template <class F>
+  void for_each_owned(const Bucket& b, F&& f) const;
 
   std::vector<nn::ParamRef> params_;
-  Communicator &dp_;
+  Communicator& dp_;
   DataParallelOptions options_;
   bool active_ = false;
   optim::AdamWConfig adamw_config_;
-  std::unique_ptr<optim::AdamW> replicated_; // ZeRO-0
-  int64_t t_ = 0;                            // ZeRO-1/2 step counter
+  std::unique_ptr<optim::AdamW> replicated_;  // ZeRO-0
+  int64_t t_ = 0;                             // ZeRO-1/2 step counter
   std::vector<Bucket> buckets_;
-  std::vector<size_t> bucket_of_; // param -> bucket
-  std::vector<char>
-      had_grad_; // param got a gradient in this step's last backward
+  std::vector<size_t> bucket_of_;  // param -> bucket
+  std::vector<char> had_grad_;     // param got a gradient in this step's last backward
   size_t next_launch_ = 0;
   bool sync_ = false;
 };
 
-} // namespace modu::parallel
+}  // namespace modu::parallel

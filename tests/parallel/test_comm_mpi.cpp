@@ -1,6 +1,5 @@
-// Tests of the MPI communicator (parallel/comm.h), run on several ranks by
-// CTest through tests/parallel/mpirun.sh (every rank runs every test; a failure
-// on any rank fails the job).
+// Tests of the MPI communicator (parallel/comm.h), run on several ranks by CTest through
+// tests/parallel/mpirun.sh (every rank runs every test; a failure on any rank fails the job).
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -13,26 +12,23 @@ using namespace modu::parallel;
 
 namespace {
 
-// Rank r's test vector: element i = r * 1000 + i + 0.25 (exact in f32 for these
-// sizes).
+// Rank r's test vector: element i = r * 1000 + i + 0.25 (exact in f32 for these sizes).
 Tensor rank_vector(int rank, int64_t n, DType dtype = DType::F32) {
   std::vector<double> v(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i)
-    v[static_cast<size_t>(i)] = rank * 1000.0 + static_cast<double>(i) + 0.25;
+  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = rank * 1000.0 + static_cast<double>(i) + 0.25;
   return Tensor::from_vector(v, Dims{n}, dtype);
 }
 
-} // namespace
+}  // namespace
 
 TEST(Mpi, WorldIsMpiUnderTheLauncher) {
-  ASSERT_TRUE(launched_by_mpi())
-      << "run this test under mpirun (tests/parallel/mpirun.sh)";
+  ASSERT_TRUE(launched_by_mpi()) << "run this test under mpirun (tests/parallel/mpirun.sh)";
   EXPECT_EQ(world().backend(), "mpi");
   EXPECT_GE(world().size(), 2);
 }
 
 TEST(Mpi, AllReduceSumAndAverage) {
-  Communicator &w = world();
+  Communicator& w = world();
   const int n = w.size();
   for (int64_t len : {int64_t{1}, int64_t{7}, int64_t{1000}, int64_t{4099}}) {
     Tensor x = rank_vector(w.rank(), len);
@@ -40,10 +36,8 @@ TEST(Mpi, AllReduceSumAndAverage) {
     std::vector<float> got = x.to_vector<float>();
     for (int64_t i = 0; i < len; ++i) {
       double want = 0;
-      for (int r = 0; r < n; ++r)
-        want += r * 1000.0 + static_cast<double>(i) + 0.25;
-      ASSERT_EQ(got[static_cast<size_t>(i)], static_cast<float>(want))
-          << "len " << len << " i " << i;
+      for (int r = 0; r < n; ++r) want += r * 1000.0 + static_cast<double>(i) + 0.25;
+      ASSERT_EQ(got[static_cast<size_t>(i)], static_cast<float>(want)) << "len " << len << " i " << i;
     }
     Tensor y = rank_vector(w.rank(), len, DType::F64);
     w.all_reduce(y, ReduceOp::Avg);
@@ -51,20 +45,18 @@ TEST(Mpi, AllReduceSumAndAverage) {
   }
   Tensor ints = Tensor::from_vector(std::vector<int64_t>{w.rank(), 1}, Dims{2});
   w.all_reduce(ints);
-  EXPECT_EQ(ints.to_vector<int64_t>(),
-            (std::vector<int64_t>{n * (n - 1) / 2, n}));
+  EXPECT_EQ(ints.to_vector<int64_t>(), (std::vector<int64_t>{n * (n - 1) / 2, n}));
 }
 
-// The result is bit-identical on every rank (replicated parameters stay
-// replicated), even for values whose sum depends on the order of the additions.
-TEST(Mpi,
-     AllReduceIsBitIdenticalOnEveryRankAndEqualsReduceScatterThenAllGather) {
-  Communicator &w = world();
+// The result is bit-identical on every rank (replicated parameters stay replicated), even for values whose sum
+// depends on the order of the additions.
+TEST(Mpi, AllReduceIsBitIdenticalOnEveryRankAndEqualsReduceScatterThenAllGather) {
+  Communicator& w = world();
   const int n = w.size();
   const int64_t len = 1001 * n;
   std::vector<float> v(static_cast<size_t>(len));
   uint32_t s = 12345u + 977u * static_cast<uint32_t>(w.rank());
-  for (float &f : v) {
+  for (float& f : v) {
     s = s * 1664525u + 1013904223u;
     f = static_cast<float>(s >> 8) * 1e-7f - 0.8f;
   }
@@ -76,8 +68,7 @@ TEST(Mpi,
   Tensor b = Tensor::zeros(Dims{len});
   w.all_gather(shard, b);
   EXPECT_EQ(a.to_vector<float>(), b.to_vector<float>());
-  EXPECT_EQ(b_in.to_vector<float>(), v)
-      << "reduce_scatter must not modify its input";
+  EXPECT_EQ(b_in.to_vector<float>(), v) << "reduce_scatter must not modify its input";
   // Every rank holds what rank 0 holds.
   Tensor from0 = a.clone();
   w.broadcast(from0, 0);
@@ -85,7 +76,7 @@ TEST(Mpi,
 }
 
 TEST(Mpi, ReduceScatterAndAllGatherBlocks) {
-  Communicator &w = world();
+  Communicator& w = world();
   const int n = w.size();
   const int64_t k = 5;
   Tensor in = rank_vector(w.rank(), k * n);
@@ -94,8 +85,7 @@ TEST(Mpi, ReduceScatterAndAllGatherBlocks) {
   std::vector<float> got = out.to_vector<float>();
   for (int64_t i = 0; i < k; ++i) {
     double want = 0;
-    for (int r = 0; r < n; ++r)
-      want += r * 1000.0 + static_cast<double>(w.rank() * k + i) + 0.25;
+    for (int r = 0; r < n; ++r) want += r * 1000.0 + static_cast<double>(w.rank() * k + i) + 0.25;
     EXPECT_EQ(got[static_cast<size_t>(i)], static_cast<float>(want));
   }
   Tensor mine = Tensor::full(Dims{k}, w.rank() + 1.0);
@@ -103,33 +93,30 @@ TEST(Mpi, ReduceScatterAndAllGatherBlocks) {
   w.all_gather(mine, all);
   std::vector<float> g = all.to_vector<float>();
   for (int r = 0; r < n; ++r)
-    for (int64_t i = 0; i < k; ++i)
-      EXPECT_EQ(g[static_cast<size_t>(r * k + i)], r + 1.0f);
+    for (int64_t i = 0; i < k; ++i) EXPECT_EQ(g[static_cast<size_t>(r * k + i)], r + 1.0f);
   EXPECT_THROW(w.reduce_scatter(in, Tensor::zeros(Dims{k + 1})), Error);
 }
 
 TEST(Mpi, NonBlockingOperationsCompleteInOrder) {
-  Communicator &w = world();
+  Communicator& w = world();
   std::vector<Tensor> xs;
   std::vector<WorkHandle> works;
   for (int i = 0; i < 8; ++i) {
     xs.push_back(Tensor::full(Dims{257}, static_cast<double>(i)));
     works.push_back(w.all_reduce_async(xs.back(), ReduceOp::Sum));
   }
-  for (int i = 7; i >= 0; --i)
-    works[static_cast<size_t>(i)]->wait();
+  for (int i = 7; i >= 0; --i) works[static_cast<size_t>(i)]->wait();
   for (int i = 0; i < 8; ++i) {
     EXPECT_TRUE(works[static_cast<size_t>(i)]->is_completed());
-    EXPECT_EQ(xs[static_cast<size_t>(i)].to_vector<float>()[256],
-              static_cast<float>(i * w.size()));
+    EXPECT_EQ(xs[static_cast<size_t>(i)].to_vector<float>()[256], static_cast<float>(i * w.size()));
   }
 }
 
 TEST(Mpi, BytesSentFollowTheRingFormula) {
-  Communicator &w = world();
-  auto sub = w.split(0, w.rank()); // a fresh communicator: its own counter
+  Communicator& w = world();
+  auto sub = w.split(0, w.rank());  // a fresh communicator: its own counter
   const int n = sub->size();
-  const int64_t len = 3000 * n; // S = 4 * len bytes, a multiple of n
+  const int64_t len = 3000 * n;  // S = 4 * len bytes, a multiple of n
   Tensor x = Tensor::ones(Dims{len});
   int64_t before = sub->bytes_sent();
   sub->all_reduce(x);
@@ -137,7 +124,7 @@ TEST(Mpi, BytesSentFollowTheRingFormula) {
 }
 
 TEST(Mpi, SendRecvAroundTheRing) {
-  Communicator &w = world();
+  Communicator& w = world();
   const int n = w.size(), r = w.rank();
   Tensor out = Tensor::full(Dims{10}, r);
   Tensor in = Tensor::zeros(Dims{10});
@@ -154,9 +141,8 @@ TEST(Mpi, SendRecvAroundTheRing) {
 }
 
 TEST(Mpi, MeshGroupsFromSplit) {
-  Communicator &w = world();
-  if (w.size() % 2 != 0)
-    GTEST_SKIP() << "needs an even number of ranks";
+  Communicator& w = world();
+  if (w.size() % 2 != 0) GTEST_SKIP() << "needs an even number of ranks";
   Mesh mesh = Mesh::make(w.size(), 2, 1);
   MeshGroups g = make_groups(w, mesh);
   MeshCoord c = mesh.coord(w.rank());
@@ -165,11 +151,8 @@ TEST(Mpi, MeshGroupsFromSplit) {
   EXPECT_EQ(g.dp->size(), mesh.dp());
   EXPECT_EQ(g.dp->rank(), c.dp);
   EXPECT_EQ(g.pp->size(), 1);
-  // The sum of world ranks over each group equals the sum of the mesh's group
-  // members.
-  auto total = [](const std::vector<int> &v) {
-    return static_cast<double>(std::accumulate(v.begin(), v.end(), 0));
-  };
+  // The sum of world ranks over each group equals the sum of the mesh's group members.
+  auto total = [](const std::vector<int>& v) { return static_cast<double>(std::accumulate(v.begin(), v.end(), 0)); };
   EXPECT_EQ(g.tp->sum(w.rank()), total(mesh.tp_group(w.rank())));
   EXPECT_EQ(g.dp->sum(w.rank()), total(mesh.dp_group(w.rank())));
   EXPECT_EQ(w.max(w.rank()), w.size() - 1.0);

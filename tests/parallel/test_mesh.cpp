@@ -1,6 +1,5 @@
-// Tests of parallel/mesh.h (layouts, groups, refusals) and of the
-// single-process communicator and DataParallel on one rank (ZeRO-1/2
-// bit-identical to plain AdamW). Single process, no MPI.
+// Tests of parallel/mesh.h (layouts, groups, refusals) and of the single-process communicator and
+// DataParallel on one rank (ZeRO-1/2 bit-identical to plain AdamW). Single process, no MPI.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -16,16 +15,16 @@ using namespace modu::parallel;
 
 namespace {
 
-std::string error_of(const std::function<void()> &f) {
+std::string error_of(const std::function<void()>& f) {
   try {
     f();
-  } catch (const Error &e) {
+  } catch (const Error& e) {
     return e.what();
   }
   return "";
 }
 
-} // namespace
+}  // namespace
 
 TEST(Mesh, TpFastestThenDpThenPp) {
   Mesh m = Mesh::make(16, 2, 2);
@@ -36,8 +35,7 @@ TEST(Mesh, TpFastestThenDpThenPp) {
   EXPECT_EQ(m.coord(7), (MeshCoord{1, 3, 0}));
   EXPECT_EQ(m.coord(8), (MeshCoord{0, 0, 1}));
   EXPECT_EQ(m.coord(15), (MeshCoord{1, 3, 1}));
-  for (int r = 0; r < 16; ++r)
-    EXPECT_EQ(m.rank_of(m.coord(r)), r);
+  for (int r = 0; r < 16; ++r) EXPECT_EQ(m.rank_of(m.coord(r)), r);
   // The groups drawn in mesh.h's header.
   EXPECT_EQ(m.tp_group(5), (std::vector<int>{4, 5}));
   EXPECT_EQ(m.dp_group(9), (std::vector<int>{9, 11, 13, 15}));
@@ -47,8 +45,7 @@ TEST(Mesh, TpFastestThenDpThenPp) {
 }
 
 TEST(Mesh, GroupsPartitionTheWorld) {
-  for (auto [world, tp, pp] :
-       {std::tuple{8, 2, 2}, {12, 3, 2}, {6, 1, 3}, {1, 1, 1}, {4, 4, 1}}) {
+  for (auto [world, tp, pp] : {std::tuple{8, 2, 2}, {12, 3, 2}, {6, 1, 3}, {1, 1, 1}, {4, 4, 1}}) {
     Mesh m = Mesh::make(world, tp, pp);
     std::vector<int> seen(world, 0);
     for (int r = 0; r < world; ++r) {
@@ -61,12 +58,10 @@ TEST(Mesh, GroupsPartitionTheWorld) {
       EXPECT_EQ(t[m.coord(r).tp], r);
       EXPECT_EQ(p[m.coord(r).pp], r);
       // Each DP x TP x PP product of groups through r is consistent.
-      for (int q : dp)
-        EXPECT_EQ(m.coord(q).tp, m.coord(r).tp);
+      for (int q : dp) EXPECT_EQ(m.coord(q).tp, m.coord(r).tp);
       seen[r]++;
     }
-    EXPECT_TRUE(
-        std::all_of(seen.begin(), seen.end(), [](int s) { return s == 1; }));
+    EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int s) { return s == 1; }));
   }
 }
 
@@ -100,8 +95,7 @@ TEST(Mesh, BadLayoutsSayWhatToChange) {
   Mesh dp4 = Mesh::make(4, 1, 1);
   EXPECT_NO_THROW(dp4.check_batch(16, 2));
   e = error_of([&] { dp4.check_batch(16, 8); });
-  EXPECT_NE(e.find("train.micro_batch_size (at most 4"), std::string::npos)
-      << e;
+  EXPECT_NE(e.find("train.micro_batch_size (at most 4"), std::string::npos) << e;
   e = error_of([&] { dp4.check_batch(10, 1); });
   EXPECT_NE(e.find("train.batch_size = 10"), std::string::npos) << e;
 }
@@ -127,16 +121,14 @@ TEST(SingleCommunicator, IdentityCollectives) {
 }
 
 TEST(World, PlainProcessIsSingle) {
-  if (launched_by_mpi())
-    GTEST_SKIP() << "this test checks the no-launcher case";
+  if (launched_by_mpi()) GTEST_SKIP() << "this test checks the no-launcher case";
   EXPECT_EQ(world().backend(), "single");
 }
 
-// On one rank, ZeRO-1 and ZeRO-2 (sharded code path, bucket packing, flat
-// state) update exactly like optim::AdamW, bit for bit, across several steps
-// with clipping.
+// On one rank, ZeRO-1 and ZeRO-2 (sharded code path, bucket packing, flat state) update exactly like
+// optim::AdamW, bit for bit, across several steps with clipping.
 TEST(DataParallel, ZeroOnOneRankIsBitIdenticalToAdamW) {
-  auto make_params = [](std::vector<Tensor> &store) {
+  auto make_params = [](std::vector<Tensor>& store) {
     store.clear();
     Generator gen(3);
     for (Dims d : {Dims{5, 7}, Dims{7}, Dims{3, 4, 2}, Dims{11}}) {
@@ -144,13 +136,12 @@ TEST(DataParallel, ZeroOnOneRankIsBitIdenticalToAdamW) {
     }
     std::vector<nn::ParamRef> refs;
     for (size_t i = 0; i < store.size(); ++i)
-      refs.push_back(nn::ParamRef{std::to_string(i).insert(0, 1, 'p'),
-                                  &store[i], store[i].dim() > 1});
+      refs.push_back(nn::ParamRef{std::to_string(i).insert(0, 1, 'p'), &store[i], store[i].dim() > 1});
     return refs;
   };
-  auto loss_of = [](std::vector<Tensor> &ps, int step) {
+  auto loss_of = [](std::vector<Tensor>& ps, int step) {
     Tensor total;
-    for (Tensor &p : ps) {
+    for (Tensor& p : ps) {
       Tensor s = sum(mul(mul(p, p), Tensor::scalar(0.5 + step)));
       total = total.defined() ? add(total, s) : s;
     }
@@ -162,49 +153,40 @@ TEST(DataParallel, ZeroOnOneRankIsBitIdenticalToAdamW) {
     auto ref_params = make_params(ref_store);
     optim::AdamW ref(ref_params, cfg);
     for (int step = 0; step < 4; ++step) {
-      for (Tensor &p : ref_store)
-        p.set_grad(Tensor());
+      for (Tensor& p : ref_store) p.set_grad(Tensor());
       loss_of(ref_store, step).backward();
-      optim::clip_grad_norm(ref_params, clip);
-      ref.step(1e-2);
+      ref.step(1e-2, optim::clip_coefficient(optim::grad_norm(ref_params), clip));
     }
     return ref_store;
   };
-  // ZeRO-2's norm is summed over shards, not per tensor: equal up to rounding
-  // when clipping is active.
+  // ZeRO-2's norm is summed over shards, not per tensor: equal up to rounding when clipping is active.
   for (auto [zero, clip] : {std::pair{0, 5.0}, {1, 5.0}, {2, 0.0}, {2, 5.0}}) {
     std::vector<Tensor> ref_store = reference(clip);
     std::vector<Tensor> store;
     auto params = make_params(store);
     auto comm = make_single_communicator();
-    DataParallel dp(params, *comm, cfg,
-                    DataParallelOptions{zero, 1e-4}); // tiny buckets: several
+    DataParallel dp(params, *comm, cfg, DataParallelOptions{zero, 1e-4});  // tiny buckets: several
     if (zero > 0) {
       EXPECT_GT(dp.num_buckets(), 1);
     }
     for (int step = 0; step < 4; ++step) {
-      for (Tensor &p : store)
-        p.set_grad(Tensor());
+      for (Tensor& p : store) p.set_grad(Tensor());
       dp.prepare_backward(true);
       loss_of(store, step).backward();
       dp.finish_gradient_sync();
-      dp.clip_grad_norm(clip);
-      dp.step(1e-2);
+      dp.step(1e-2, optim::clip_coefficient(dp.grad_norm(), clip));
     }
     for (size_t i = 0; i < store.size(); ++i) {
-      std::vector<float> got = store[i].to_vector<float>(),
-                         want = ref_store[i].to_vector<float>();
+      std::vector<float> got = store[i].to_vector<float>(), want = ref_store[i].to_vector<float>();
       if (zero < 2 || clip == 0) {
         EXPECT_EQ(got, want) << "zero " << zero << " param " << i;
       } else {
-        for (size_t k = 0; k < got.size(); ++k)
-          EXPECT_NEAR(got[k], want[k], 1e-6 * (1 + std::abs(want[k])));
+        for (size_t k = 0; k < got.size(); ++k) EXPECT_NEAR(got[k], want[k], 1e-6 * (1 + std::abs(want[k])));
       }
     }
     EXPECT_EQ(dp.steps_taken(), 4);
     int64_t covered = 0;
-    for (const StatePiece &piece : dp.optimizer_pieces())
-      covered += piece.end - piece.begin;
+    for (const StatePiece& piece : dp.optimizer_pieces()) covered += piece.end - piece.begin;
     EXPECT_EQ(covered, 35 + 7 + 24 + 11) << "zero " << zero;
   }
 }
