@@ -18,8 +18,11 @@
 // The math runs on FP32 (or FP64) CUDA cores, not tensor cores: correct and memory-frugal first. bf16/f16
 // inputs are widened to f32 and outputs rounded once, exactly as the CPU backend does. Gradients are
 // written (=). HS <= 256 (per-lane register tiles of HS/32 values).
+// By default bf16/f16 attention takes the tensor-core GEMM path instead (core/cuda/attention_gemm.cu;
+// MODU_CUDA_ATTENTION=auto|gemm|flash chooses).
 //
 // Rotary: x (B, T, NH, HS) rotated pairwise (i, i + HS/2) by cos/sin (T, HS/2); inverse rotates by -angle.
+#include "core/cuda/attention_gemm.h"
 #include "core/cuda/common.cuh"
 
 namespace modu::cuda {
@@ -468,6 +471,10 @@ void attention_kernel(const KernelCall& c) {
     return;
   }
   DType dt = q.dtype();
+  if (attention_gemm_preferred(dt)) {
+    return attention_forward_gemm(compute_operand(q, dt), compute_operand(c.input(1), dt),
+                                  compute_operand(c.input(2), dt), o, lse, c.attrs.attention);
+  }
   if (dt == DType::F64) return attention_forward<double>(q, c.input(1), c.input(2), o, lse, c.attrs.attention);
   if (dt == DType::F32) return attention_forward<float>(q, c.input(1), c.input(2), o, lse, c.attrs.attention);
   MODU_CHECK(is_half_type(dt), "attention: no CUDA kernel for ", dtype_name(dt));
@@ -484,6 +491,11 @@ void attention_backward_kernel(const KernelCall& c) {
     return;
   }
   if (gq.numel() == 0 && gk.numel() == 0) return;
+  if (attention_gemm_preferred(dt)) {
+    return attention_backward_gemm(compute_operand(c.input(0), dt), compute_operand(c.input(1), dt),
+                                   compute_operand(c.input(2), dt), contiguous(c.input(4)),
+                                   compute_operand(c.input(5), dt), gq, gk, gv, c.attrs.attention);
+  }
   if (dt == DType::F64) return attention_backward<double>(c, gq, gk, gv);
   if (dt == DType::F32) return attention_backward<float>(c, gq, gk, gv);
   MODU_CHECK(is_half_type(dt), "attention_backward: no CUDA kernel for ", dtype_name(dt));

@@ -6,6 +6,7 @@
 # $MODU_DEVCARRY_DIR (default /tmp/modu-devcarry) first.
 #   parity.log     backend_parity: registration, Philox/allocator/error checks, every op case CUDA vs CPU
 #                  (f32 and bf16, forward and backward), the per-op CUDA coverage report
+#   parity-attention-paths.log  the attention cases on the other attention path (f32 on GEMM, bf16 on flash)
 #   memcheck.log   compute-sanitizer --tool memcheck over backend_parity --no-bf16 --no-error-tests (every
 #                  case, f32 only; the deliberate-error checks excluded since the sanitizer reports them),
 #                  with MODU_CUDA_NO_CACHING=1 so each tensor is its own cudaMalloc (overruns inside a cached
@@ -108,6 +109,18 @@ timeout --kill-after=10 "${PARITY_TIMEOUT:-150}" "$BIN" $ALLOW 2>&1 | tee "$OUT/
 parity_rc=$?
 set +o pipefail
 record parity "$(verdict $parity_rc)" $(( $(date +%s) - t0 ))
+
+# ---- attention cases again on the other CUDA attention path (core/cuda/attention_gemm.cu): the default run
+# covered bf16 on the tensor-core GEMM path and f32 on the flash-style kernel; this covers f32 on GEMM and
+# bf16 on flash --------------------------------------------------------------------------------------------------
+t0=$(date +%s)
+set -o pipefail
+( MODU_CUDA_ATTENTION=gemm timeout --kill-after=10 60 "$BIN" $ALLOW --filter=attention --no-error-tests &&
+  MODU_CUDA_ATTENTION=flash timeout --kill-after=10 60 "$BIN" $ALLOW --filter=attention --no-error-tests ) 2>&1 |
+  tee "$OUT/parity-attention-paths.log" | grep -E "^(SUMMARY|cases:|FAIL)"
+attn_rc=$?
+set +o pipefail
+record attention_paths "$(verdict $attn_rc)" $(( $(date +%s) - t0 ))
 
 # ---- the GPT recipe on the GPU: PyTorch fidelity (f32) and bit-identical resume ------------------------------
 t0=$(date +%s)
