@@ -8,9 +8,17 @@
 //    data loader's global sample index, the dropout stream and the effective recipe; the learning
 //    rate is a function of the step. N steps straight == K steps, stop, resume, N - K steps.
 //  - SIGINT/SIGTERM finish the running step, commit a checkpoint and exit 0.
+//  - Data parallelism (mpirun -np N; parallel/): train.batch_size stays the global batch per step; DP
+//    rank d reads its share of each micro-step's global samples [g + d*micro, g + (d+1)*micro), so the
+//    union over ranks of a step is the same global batch as one process; gradients are averaged over
+//    DP in buckets during the last micro-batch's backward (none on accumulation micro-steps); the
+//    logged loss is the global mean. Rank 0 alone prints and writes metrics; every rank writes its
+//    shard of each checkpoint (ZeRO: its optimizer-state pieces as flat ranges; rank 0 the weights),
+//    rank 0 commits, and a checkpoint resumes under any DP size (the pieces are re-sliced).
 //  - Checkpoints go to OUT_DIR/checkpoints/step_NNNNNNNN/ (checkpoint/ layer: manifest last, then
 //    `latest`); metrics to OUT_DIR/metrics.jsonl, one object per logged step.
 #include <omp.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -19,6 +27,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <streambuf>
 
 #include "checkpoint/checkpoint.h"
 #include "core/allocator.h"
@@ -28,6 +37,9 @@
 #include "data/tokenizers.h"
 #include "nn/autocast.h"
 #include "optim/optim.h"
+#include "parallel/comm.h"
+#include "parallel/data_parallel.h"
+#include "parallel/mesh.h"
 #include "recipes/entry.h"
 #include "recipes/gpt/model.h"
 #include "recipes/gpt/sampling.h"
@@ -129,7 +141,17 @@ struct Trainer {
   gpt::GptConfig mc;
   Device device;
   std::unique_ptr<gpt::GPT> model;
-  std::unique_ptr<optim::AdamW> opt;
+  std::unique_ptr<parallel::DataParallel> opt;  // AdamW, replicated or ZeRO-sharded over DP
+  // The job: the world communicator, its DP x TP x PP mesh and this rank's groups. The DP group's
+  // gradients go through grad_comm (the DP group itself on CPU, NCCL over it on CUDA).
+  parallel::Communicator* world = nullptr;
+  std::unique_ptr<parallel::Mesh> mesh;
+  parallel::MeshGroups groups;
+  std::unique_ptr<parallel::Communicator> nccl;
+  parallel::Communicator* grad_comm = nullptr;
+  int rank = 0, dp_rank = 0, dp_size = 1, zero = 0;
+  bool chief = true;     // rank 0: prints, writes metrics, commits checkpoints
+  std::string save_tag;  // the temp-folder tag every rank of a save shares (rank 0's pid)
   std::unique_ptr<data::TokenLoader> train_loader, val_loader;
   optim::LrSchedule schedule;
   fs::path out_dir, ckpt_root;
@@ -144,14 +166,25 @@ struct Trainer {
   void setup() {
     int64_t threads = cfg.get<int64_t>("train.threads");
     if (threads > 0) omp_set_num_threads(static_cast<int>(threads));
-    for (const char* key : {"parallel.tp", "parallel.pp"})
-      MODU_CHECK(cfg.get<int64_t>(key) == 1, key, " = ", cfg.get<int64_t>(key),
-                 ": tensor and pipeline parallelism need the parallel layer, which this build lacks; "
-                 "set it to 1");
-    MODU_CHECK(cfg.get<int64_t>("parallel.zero") == 0,
-               "parallel.zero needs data parallelism (the parallel layer); set it to 0");
+    world = &parallel::world();
+    rank = world->rank();
+    chief = rank == 0;
+    const int64_t tp = cfg.get<int64_t>("parallel.tp"), pp = cfg.get<int64_t>("parallel.pp");
+    MODU_CHECK(tp == 1 && pp == 1, "parallel.tp = ", tp, ", parallel.pp = ", pp,
+               ": tensor and pipeline parallelism are not implemented yet (data parallelism is: start more "
+               "ranks with mpirun -np N); set parallel.tp = 1 and parallel.pp = 1");
+    zero = static_cast<int>(cfg.get<int64_t>("parallel.zero"));
+    MODU_CHECK(zero >= 0 && zero <= 2, "parallel.zero = ", zero, ": use 0 (replicated AdamW), 1 (AdamW state "
+               "sharded over data-parallel ranks) or 2 (gradients sharded too)");
+    mesh = std::make_unique<parallel::Mesh>(parallel::Mesh::make(world->size(), static_cast<int>(tp),
+                                                                 static_cast<int>(pp)));
+    dp_rank = mesh->coord(rank).dp;
+    dp_size = mesh->dp();
     mc = model_config(cfg);
+    mesh->check_model({mc.n_head, mc.n_kv_head > 0 ? mc.n_kv_head : mc.n_head, mc.n_layer, mc.padded_vocab()});
     device = parse_device(cfg.get<std::string>("train.device"));
+    if (device.is_cuda() && world->size() > 1 && cfg.get<std::string>("train.device") == "cuda")
+      device = Device(DeviceType::CUDA, parallel::local_rank());  // one GPU per rank on a node
     std::string dt = cfg.get<std::string>("train.dtype");
     MODU_CHECK(dt == "f32" || dt == "bf16", "train.dtype = \"", dt,
                "\" is not supported: use f32, or bf16 (autocast: bf16 products, f32 master weights)");
@@ -159,12 +192,13 @@ struct Trainer {
     steps = cfg.get<int64_t>("train.steps");
     batch = cfg.get<int64_t>("train.batch_size");
     micro = cfg.get<int64_t>("train.micro_batch_size");
-    if (micro <= 0) micro = batch;
+    if (micro <= 0) micro = batch / dp_size;
     seq_len = cfg.get<int64_t>("train.seq_len");
     if (seq_len <= 0) seq_len = mc.block_size;
     MODU_CHECK(steps > 0, "train.steps must be positive, got ", steps);
     MODU_CHECK(batch > 0 && batch % micro == 0, "train.batch_size ", batch,
                " must be a positive multiple of train.micro_batch_size ", micro);
+    mesh->check_batch(batch, micro);
     MODU_CHECK(seq_len <= mc.block_size, "train.seq_len ", seq_len, " exceeds model.block_size ", mc.block_size);
     seed = static_cast<uint64_t>(cfg.get<int64_t>("train.seed"));
 
@@ -182,15 +216,30 @@ struct Trainer {
       tokenizer_spec = fs::absolute(tokenizer_spec).string();
 
     model = std::make_unique<gpt::GPT>(mc);
-    model->init_weights(seed);
+    model->init_weights(seed);  // every rank: the same weights from the global seed
     model->to(device);
+    if (dp_rank > 0) {  // dropout masks differ between DP ranks (they see different samples)
+      Generator::State g = model->dropout_generator().state();
+      g.stream ^= static_cast<uint64_t>(dp_rank) << 40;
+      model->dropout_generator().set_state(g);
+    }
+    groups = parallel::make_groups(*world, *mesh);
+    grad_comm = groups.dp.get();
+    if (device.is_cuda() && dp_size > 1) {
+      nccl = parallel::make_nccl_communicator(*groups.dp, device);
+      grad_comm = nccl.get();
+    }
+    save_tag = std::to_string(static_cast<int64_t>(world->max(chief ? static_cast<double>(::getpid()) : 0.0)));
     optim::AdamWConfig oc;
     oc.lr = cfg.get<double>("optim.lr");
     oc.beta1 = cfg.get<double>("optim.beta1");
     oc.beta2 = cfg.get<double>("optim.beta2");
     oc.eps = cfg.get<double>("optim.eps");
     oc.weight_decay = cfg.get<double>("optim.weight_decay");
-    opt = std::make_unique<optim::AdamW>(model->parameters(), oc);
+    parallel::DataParallelOptions dpo;
+    dpo.zero = zero;
+    dpo.bucket_mb = cfg.get<double>("parallel.bucket_mb");
+    opt = std::make_unique<parallel::DataParallel>(model->parameters(), *grad_comm, oc, dpo);
     schedule.kind = cfg.get<std::string>("optim.schedule");
     schedule.warmup = cfg.get<int64_t>("optim.warmup_steps");
     schedule.total = steps;
@@ -203,31 +252,79 @@ struct Trainer {
     fs::create_directories(out_dir);
     init_from();
     resume();
-    metrics = MetricsWriter(out_dir.string());
+    if (chief) metrics = MetricsWriter(out_dir.string());
   }
 
   // ---- checkpoints ------------------------------------------------------------------------------
+  // Collective: every rank writes its shard (rank 0 the weights, which every DP rank holds identically;
+  // the optimizer state wherever it lives), then rank 0 commits after a barrier.
   void save_checkpoint(int64_t step) {
-    if (checkpoint::is_committed(ckpt_root, step)) return;  // already saved at this step
+    bool exists = world->max(chief && checkpoint::is_committed(ckpt_root, step) ? 1.0 : 0.0) > 0;
+    if (exists) return;  // already saved at this step
     std::vector<checkpoint::ShardTensor> tensors;
-    for (const nn::ParamRef& p : model->parameters()) tensors.emplace_back("model/" + p.name, *p.tensor);
-    for (auto& [name, t] : opt->state_tensors()) tensors.emplace_back("optim/" + name, *t);
-    checkpoint::CommitInfo info;
-    info.metadata = json{{"step", step},
-                         {"optimizer_steps", opt->steps_taken()},
-                         {"data", {{"position", train_loader->position()}, {"seed", seed}, {"seq_len", seq_len}}},
-                         {"model", model_config_json(mc)},
-                         {"tokenizer", tokenizer_spec},
-                         {"recipe", cfg.effective_toml()},
-                         {"lr_schedule", {{"kind", schedule.kind}, {"warmup", schedule.warmup},
-                                          {"total", schedule.total}, {"max_lr", schedule.max_lr},
-                                          {"min_lr", schedule.min_lr}}}};
-    info.layout = json{{"world_size", 1}, {"dp", 1}, {"tp", 1}, {"pp", 1}};
+    const std::vector<nn::ParamRef>& params = opt->params();
+    if (chief)
+      for (const nn::ParamRef& p : params) tensors.emplace_back("model/" + p.name, *p.tensor);
+    if (!opt->sharded()) {  // replicated: rank 0 writes it, shaped like the parameters
+      if (chief)
+        for (const parallel::StatePiece& piece : opt->optimizer_pieces()) {
+          tensors.emplace_back("optim/m/" + params[piece.param].name, piece.m);
+          tensors.emplace_back("optim/v/" + params[piece.param].name, piece.v);
+        }
+    } else {  // ZeRO: each rank its flat ranges of each parameter's state
+      for (const parallel::StatePiece& piece : opt->optimizer_pieces()) {
+        const std::string& name = params[piece.param].name;
+        Dims global{params[piece.param].tensor->numel()}, offset{piece.begin};
+        tensors.emplace_back("optim/m/" + name, piece.m, global, offset);
+        tensors.emplace_back("optim/v/" + name, piece.v, global, offset);
+      }
+    }
+    checkpoint::SaveOptions so;
+    so.tag = save_tag;
     json rank_state{{"dropout", checkpoint::rng_state_to_json(model->dropout_generator().state())}};
-    checkpoint::save(ckpt_root, step, tensors, info, rank_state);
-    int64_t keep = cfg.get<int64_t>("train.keep_checkpoints");
-    if (keep > 0) checkpoint::retain_last(ckpt_root, static_cast<int>(keep));
-    std::cout << "checkpoint: " << (ckpt_root / checkpoint::step_dir_name(step)).string() << std::endl;
+    checkpoint::write_shard(ckpt_root, step, rank, tensors, rank_state, so);
+    world->barrier();
+    if (chief) {
+      checkpoint::CommitInfo info;
+      info.metadata = json{{"step", step},
+                           {"optimizer_steps", opt->steps_taken()},
+                           {"data", {{"position", train_loader->position()}, {"seed", seed}, {"seq_len", seq_len}}},
+                           {"model", model_config_json(mc)},
+                           {"tokenizer", tokenizer_spec},
+                           {"recipe", cfg.effective_toml()},
+                           {"lr_schedule", {{"kind", schedule.kind}, {"warmup", schedule.warmup},
+                                            {"total", schedule.total}, {"max_lr", schedule.max_lr},
+                                            {"min_lr", schedule.min_lr}}}};
+      info.layout = json{{"world_size", world->size()}, {"dp", dp_size}, {"tp", mesh->tp()}, {"pp", mesh->pp()},
+                         {"zero", zero}, {"optimizer_state", opt->sharded() ? "flat" : "shaped"}};
+      checkpoint::commit(ckpt_root, step, world->size(), info, so);
+      int64_t keep = cfg.get<int64_t>("train.keep_checkpoints");
+      if (keep > 0) checkpoint::retain_last(ckpt_root, static_cast<int>(keep));
+      std::cout << "checkpoint: " << (ckpt_root / checkpoint::step_dir_name(step)).string() << std::endl;
+    }
+    world->barrier();  // nobody goes on (or exits) before the commit
+  }
+
+  // Elements [begin, end) of the flattened optimizer state `name` of a parameter shaped `shape` into
+  // `dest`, from a checkpoint that stored it shaped (one process, ZeRO-0) or flat (ZeRO-1/2).
+  static void read_state(const checkpoint::Checkpoint& ck, const std::string& name, const Tensor& dest,
+                         int64_t begin, int64_t end, const Dims& shape) {
+    MODU_CHECK(ck.has(name), "resume: the checkpoint ", ck.dir().string(), " lacks ", name,
+               "; it was not written by this recipe");
+    const Dims stored = ck.global_shape(name);
+    const int64_t numel = shape.numel();
+    if (stored.size() == 1 && stored[0] == numel) {
+      ck.read(name, dest.view(Dims{end - begin}), Dims{begin});
+    } else {
+      MODU_CHECK(stored == shape, "resume: ", name, " in ", ck.dir().string(), " has shape ", stored.str(),
+                 " but the parameter has ", shape.str());
+      if (begin == 0 && end == numel && dest.shape() == shape) {
+        ck.read(name, dest);
+      } else {
+        NoGradGuard no_grad;
+        dest.view(Dims{end - begin}).copy_(ck.read(name).reshape(Dims{-1}).slice(0, begin, end).to(dest.device()));
+      }
+    }
   }
 
   void resume() {
@@ -240,21 +337,39 @@ struct Trainer {
     } else {
       from = mode;
     }
-    checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(from);
+    checkpoint::OpenOptions oo;
+    if (world->size() > 1) oo.verify = checkpoint::ShardVerify::OnFirstUse;  // each rank hashes what it reads
+    checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(from, oo);
     const json& meta = ck.metadata();
     json saved_model = meta.at("model");
     MODU_CHECK(saved_model == model_config_json(mc), "resume: the checkpoint ", ck.dir().string(),
                " holds a different model (", saved_model.dump(), ") than the recipe (", model_config_json(mc).dump(),
                "); use the recipe it was trained with, or set train.resume = \"never\" with a new train.out_dir");
     NoGradGuard no_grad;
-    for (const nn::ParamRef& p : model->parameters()) ck.read("model/" + p.name, *p.tensor);
-    for (auto& [name, t] : opt->state_tensors()) ck.read("optim/" + name, *t);
+    const std::vector<nn::ParamRef>& params = opt->params();
+    for (const nn::ParamRef& p : params) ck.read("model/" + p.name, *p.tensor);
+    for (const parallel::StatePiece& piece : opt->optimizer_pieces()) {
+      const nn::ParamRef& p = params[piece.param];
+      read_state(ck, "optim/m/" + p.name, piece.m, piece.begin, piece.end, p.tensor->shape());
+      read_state(ck, "optim/v/" + p.name, piece.v, piece.begin, piece.end, p.tensor->shape());
+    }
     opt->set_steps_taken(meta.at("optimizer_steps").get<int64_t>());
     start_step = meta.at("step").get<int64_t>();
     train_loader->set_position(meta.at("data").at("position").get<uint64_t>());
-    const json& rs = ck.rank_state(0);
-    if (rs.contains("dropout")) model->dropout_generator().set_state(checkpoint::rng_state_from_json(rs.at("dropout")));
-    std::cout << "resumed from " << ck.dir().string() << " at step " << start_step << std::endl;
+    // The dropout stream: this rank's own when the layout is the same, else rank 0's (re-derived per rank).
+    const bool same_world = ck.world_size() == world->size();
+    const json& rs = ck.rank_state(same_world ? rank : 0);
+    if (rs.contains("dropout")) {
+      Generator::State g = checkpoint::rng_state_from_json(rs.at("dropout"));
+      if (!same_world) g.stream ^= static_cast<uint64_t>(dp_rank) << 40;
+      model->dropout_generator().set_state(g);
+    }
+    const json& layout = ck.layout();
+    std::cout << "resumed from " << ck.dir().string() << " at step " << start_step;
+    if (layout.contains("dp") && (layout.at("dp") != dp_size || layout.value("zero", 0) != zero))
+      std::cout << " (saved under DP" << layout.at("dp") << " ZeRO-" << layout.value("zero", 0) << ", now DP"
+                << dp_size << " ZeRO-" << zero << ": optimizer state re-sliced)";
+    std::cout << std::endl;
   }
 
   // train.init_from: start from another checkpoint's weights only (e.g. `modu import hf` output):
@@ -318,14 +433,14 @@ struct Trainer {
   // ---- the loop ---------------------------------------------------------------------------------
   int run() {
     StopSignalScope signals;
-    int64_t accum = batch / micro;
+    int64_t accum = batch / (micro * dp_size);  // micro-batches per step on each DP rank
     int64_t log_every = std::max<int64_t>(1, cfg.get<int64_t>("train.log_every"));
     int64_t eval_every = cfg.get<int64_t>("train.eval_every");
     int64_t ckpt_every = cfg.get<int64_t>("train.checkpoint_every");
     int64_t sample_every = cfg.get<int64_t>("train.sample_every");
     double grad_clip = cfg.get<double>("optim.grad_clip");
     int64_t stop_after = cfg.get<int64_t>("train.stop_after");
-    double peak = peak_flops(cfg, device);
+    double peak = peak_flops(cfg, device) * world->size();  // the job's peak: every rank's
     double flops_per_token = static_cast<double>(model->flops_per_token(seq_len));
     std::vector<nn::ParamRef> params = model->parameters();
     std::cout << "model: " << mc.arch << ", " << model->parameter_count() << " parameters (vocabulary padded to "
@@ -333,8 +448,13 @@ struct Trainer {
               << omp_get_max_threads() << " CPU threads" << std::endl;
     std::cout << "data: " << train_loader->data().description() << ", " << train_loader->data().size() << " tokens, "
               << train_loader->num_samples() << " sequences of " << seq_len << "; " << batch << " sequences per step ("
-              << accum << " x " << micro << ")" << std::endl;
-    if (start_step == 0) {
+              << accum << " x " << micro << (dp_size > 1 ? " on each of " + std::to_string(dp_size) + " DP ranks" : "")
+              << ")" << std::endl;
+    if (world->size() > 1)
+      std::cout << "layout: " << mesh->describe() << ", ZeRO-" << zero << ", " << opt->num_buckets()
+                << " gradient buckets, " << grad_comm->backend() << "\n"
+                << mesh->draw() << std::flush;
+    if (start_step == 0 && chief) {
       double v = evaluate();
       if (!std::isnan(v)) {
         metrics.write(json{{"step", 0}, {"val_loss", v}});
@@ -350,7 +470,8 @@ struct Trainer {
       model->zero_grad();
       double loss_sum = 0;
       for (int64_t a = 0; a < accum; ++a) {
-        data::TokenBatch tb = train_loader->next_batch(micro);
+        // This rank's micro-batch of the global samples [g, g + dp_size * micro); g advances by all of them.
+        data::TokenBatch tb = train_loader->next_local_batch(micro, dp_rank, dp_size);
         Tensor loss;
         {
           nn::AutocastGuard autocast(compute_dtype);  // bf16 products; parameters and .grad stay f32
@@ -359,11 +480,18 @@ struct Trainer {
         }
         loss_sum += loss.item();
         Tensor scaled = accum > 1 ? mul_scalar(loss, 1.0 / static_cast<double>(accum)) : loss;
+        opt->prepare_backward(a == accum - 1);  // DP: gradients averaged during the last backward only
         scaled.backward();
       }
-      double gnorm = optim::grad_norm(params);
+      opt->finish_gradient_sync();
+      double gnorm = opt->grad_norm();                            // of the DP-averaged gradient
       opt->step(lr, optim::clip_coefficient(gnorm, grad_clip));  // clipping folded into the update
-      double loss = loss_sum / static_cast<double>(accum);
+      // The global mean loss, and whether any rank was asked to stop (all ranks stop at the same step).
+      Tensor agreed = Tensor::from_vector(
+          std::vector<double>{loss_sum / static_cast<double>(accum), g_stop_signal.load() != 0 ? 1.0 : 0.0}, Dims{2});
+      world->all_reduce(agreed, parallel::ReduceOp::Sum);
+      double loss = agreed.data<double>()[0] / static_cast<double>(world->size());
+      bool signalled = agreed.data<double>()[1] > 0;
       MODU_CHECK(std::isfinite(loss), "training diverged at step ", step + 1, ": loss is ", loss,
                  "; lower optim.lr or check the data");
       double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -371,30 +499,31 @@ struct Trainer {
       window_tokens += batch * seq_len;
       int64_t done = step + 1;
       bool last = done == steps;
-      bool stop = g_stop_signal.load() != 0 || done == stop_after;
+      bool stop = signalled || done == stop_after;
       if (done % log_every == 0 || last || step == start_step || stop) {
         double tps = window_tokens / window_time;
         double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
         double eta = elapsed / static_cast<double>(done - start_step) * static_cast<double>(steps - done);
         Progress p{done, steps, loss, lr, gnorm, tps, tps * flops_per_token / peak, eta};
         std::cout << format_progress(p) << std::endl;
-        metrics.write(json{{"step", done}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", tps},
+        if (chief)
+          metrics.write(json{{"step", done}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", tps},
                            {"mfu", tps * flops_per_token / peak}, {"elapsed_s", elapsed}});
         window_time = 0;
         window_tokens = 0;
       }
-      if ((eval_every > 0 && done % eval_every == 0) || last) {
+      if (chief && ((eval_every > 0 && done % eval_every == 0) || last)) {
         double v = evaluate();
         if (!std::isnan(v)) {
           metrics.write(json{{"step", done}, {"val_loss", v}});
           std::cout << "step " << done << "/" << steps << " | val_loss " << v << std::endl;
         }
       }
-      if (sample_every > 0 && (done % sample_every == 0 || last)) print_sample();
+      if (chief && sample_every > 0 && (done % sample_every == 0 || last)) print_sample();
       if ((ckpt_every > 0 && done % ckpt_every == 0) || last || stop) save_checkpoint(done);
       if (stop) {
-        if (g_stop_signal.load() != 0)
-          std::cout << "stopped by signal " << g_stop_signal.load() << " after step " << done
+        if (signalled)
+          std::cout << "stopped by signal " << std::max(1, g_stop_signal.load()) << " after step " << done
                     << "; resume with the same command" << std::endl;
         else
           std::cout << "stopped after step " << done << " (train.stop_after); resume with the same command"
@@ -462,15 +591,50 @@ void declare_recipe_schema(Config& c) {
   // parallel (the parallel layer)
   c.declare<int64_t>("parallel.tp", 1, "tensor-parallel ranks");
   c.declare<int64_t>("parallel.pp", 1, "pipeline stages");
-  c.declare<int64_t>("parallel.zero", 0, "ZeRO stage over data parallelism (0, 1, 2)");
+  c.declare<int64_t>("parallel.zero", 0,
+                     "ZeRO stage over data parallelism: 0 replicated AdamW, 1 AdamW state sharded, 2 gradients too");
+  c.declare<double>("parallel.bucket_mb", 25.0, "data parallelism: MiB of gradient per all-reduce bucket");
   c.declare<std::string>("parallel.schedule", "1f1b", "pipeline schedule: 1f1b | interleaved");
   c.declare<int64_t>("parallel.virtual_stages", 1, "interleaved schedule: model chunks per stage");
 }
 
+namespace {
+
+// Ranks other than 0 print nothing to stdout (rank 0 speaks for the job); stderr stays open to all.
+struct DiscardBuffer : std::streambuf {
+  int overflow(int c) override { return c; }
+};
+struct MuteStdout {
+  std::streambuf* saved = nullptr;
+  DiscardBuffer sink;
+  explicit MuteStdout(bool mute) {
+    if (mute) saved = std::cout.rdbuf(&sink);
+  }
+  ~MuteStdout() {
+    if (saved) std::cout.rdbuf(saved);
+  }
+};
+
+}  // namespace
+
 int train_main(const Config& recipe) {
-  Trainer t(recipe);
-  t.setup();
-  return t.run();
+  parallel::Communicator& world = parallel::world();
+  if (world.size() == 1) {
+    Trainer t(recipe);
+    t.setup();
+    return t.run();
+  }
+  // Under mpirun: every rank's error reaches stderr with its rank, then the whole job ends (the other
+  // ranks would otherwise wait forever in their next collective).
+  try {
+    MuteStdout mute(world.rank() != 0);
+    Trainer t(recipe);
+    t.setup();
+    return t.run();
+  } catch (const std::exception& e) {
+    std::cerr << "modu: error: rank " << world.rank() << " of " << world.size() << ": " << e.what() << std::endl;
+    parallel::abort_job(1);
+  }
 }
 
 int generate_main(const GenerateOptions& opts) {
