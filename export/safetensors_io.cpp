@@ -117,7 +117,7 @@ void write_safetensors(const fs::path& file, const std::vector<SafetensorsTensor
   out.write(reinterpret_cast<const char*>(&n), 8);
   out.write(header.data(), static_cast<std::streamsize>(header.size()));
   for (const auto& [name, t] : sorted)
-    out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
+    if (t.nbytes() > 0) out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
   out.flush();
   MODU_CHECK(out.good(), where, ": write failed (disk full?)");
 }

@@ -12,6 +12,7 @@
    save_pretrained (the Llama one sharded: model.safetensors.index.json): `modu import hf` gives a
    checkpoint whose logits equal transformers' within 1e-4; exporting it again gives transformers
    the same weights; `modu train` with train.init_from fine-tunes it and `modu generate` samples it.
+4. GPT-2's own vocabulary ($MODU_GPT2_VOCAB): exported tokenizer files equal OpenAI's, same ids.
 Prints the measured figures as one JSON line ("figures: {...}"); exits non-zero on any mismatch.
 """
 import argparse
@@ -205,6 +206,37 @@ def compare_import(a, work, arch, tok_source):
     check(text.startswith("The"), f"{arch}: modu generate samples the imported checkpoint")
 
 
+def check_gpt2_vocabulary(a, work):
+    """GPT-2's own 50257-id vocabulary: a random GPT2LMHeadModel saved without tokenizer files imports
+    with the "gpt2" tokenizer; its export's vocab.json / merges.txt are OpenAI's encoder.json / vocab.bpe
+    byte for byte, and AutoTokenizer gives modu's ids on real text."""
+    vocab = Path(os.environ["MODU_GPT2_VOCAB"])
+    torch.manual_seed(7)
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, n_positions=64)).eval()
+    src, ckpt, out = work / "hf-random-gpt2-vocab", work / "imported-gpt2-vocab", work / "hf-gpt2-vocab"
+    model.save_pretrained(src)
+    run([a.modu, "import", "hf", src, "--out", ckpt])
+    run([a.modu, "export", ckpt, "--format", "safetensors", "--out", out])
+    check((out / "vocab.json").read_bytes() == (vocab / "encoder.json").read_bytes(),
+          "gpt2 vocabulary: exported vocab.json == OpenAI's encoder.json")
+    check((out / "merges.txt").read_bytes() == (vocab / "vocab.bpe").read_bytes(),
+          "gpt2 vocabulary: exported merges.txt == OpenAI's vocab.bpe")
+    tok = AutoTokenizer.from_pretrained(out, local_files_only=True)
+    text = (Path(a.corpus) / "melville-mobydick.txt").read_text(encoding="utf-8")[:20000]
+    texts = [text, "Hello world, it's 2026!  Multiple   spaces\n\nand lines.", "café naïve 😀 <|endoftext|> 'll 've"]
+    same = True
+    for i, t in enumerate(texts):
+        f = work / f"gpt2-vocab-{i}.txt"
+        f.write_text(t, encoding="utf-8")
+        same &= tok(t)["input_ids"] == [int(x) for x in run([a.modu, "tokenize", "--tokenizer", "gpt2",
+                                                              "--allow-special", f]).split()]
+    check(same, "gpt2 vocabulary: AutoTokenizer ids == modu tokenize ids")
+    m2 = AutoModelForCausalLM.from_pretrained(out, local_files_only=True, dtype=torch.float32).eval()
+    ids = tok(texts[1])["input_ids"]
+    check((hf_logits(m2, ids) - hf_logits(model, ids)).abs().max().item() == 0.0,
+          "gpt2 vocabulary: import -> export gives transformers identical logits")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--modu", required=True)
@@ -228,6 +260,7 @@ def main():
         hf_dir = compare_export(a, work, arch, run_dir, tok_dir)
         compare_import(a, work, arch, hf_dir)
         figures[f"{arch}_total_s"] = round(time.time() - t0, 1)
+    check_gpt2_vocabulary(a, work)
     figures["total_s"] = round(time.time() - start, 1)
     print("figures: " + json.dumps(figures), flush=True)
     if failures:

@@ -20,6 +20,7 @@ if(MODU_TEST_ENGINES)
                    --modu $<TARGET_FILE:modu> --logits-tool $<TARGET_FILE:modu_logits_tool>
                    --extract-corpus ${PROJECT_SOURCE_DIR}/scripts/extract-corpus.sh --corpus ${MODU_CORPUS_DIR}
                    --work ${CMAKE_CURRENT_BINARY_DIR}/hf_transformers)
-  set_tests_properties(export_hf_transformers PROPERTIES FIXTURES_REQUIRED hf_env LABELS "python;engines"
-                       TIMEOUT 1800 ENVIRONMENT "HF_HUB_OFFLINE=1;TRANSFORMERS_OFFLINE=1")
+  set_tests_properties(export_hf_transformers PROPERTIES FIXTURES_REQUIRED "hf_env;gpt2_vocab"
+                       LABELS "python;engines" TIMEOUT 1800
+                       ENVIRONMENT "HF_HUB_OFFLINE=1;TRANSFORMERS_OFFLINE=1;MODU_GPT2_VOCAB=${MODU_GPT2_VOCAB_DIR}")
 endif()

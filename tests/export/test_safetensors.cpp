@@ -79,7 +79,8 @@ std::string error_of(F&& f) {
 
 bool same_bytes(const Tensor& a, const Tensor& b) {
   Tensor x = a.contiguous(), y = b.contiguous();
-  return x.dtype() == y.dtype() && x.shape() == y.shape() && std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0;
+  return x.dtype() == y.dtype() && x.shape() == y.shape() &&
+         (x.nbytes() == 0 || std::memcmp(x.data_ptr(), y.data_ptr(), x.nbytes()) == 0);
 }
 
 Tensor iota(const Dims& shape, DType dt, double scale = 0.25) {
