@@ -467,6 +467,7 @@ struct Trainer {
     for (int64_t step = start_step; step < steps; ++step) {
       auto t0 = std::chrono::steady_clock::now();
       double lr = schedule.at(step);
+      const int64_t bytes_before = grad_comm->bytes_sent();
       model->zero_grad();
       double loss_sum = 0;
       for (int64_t a = 0; a < accum; ++a) {
@@ -492,6 +493,7 @@ struct Trainer {
       world->all_reduce(agreed, parallel::ReduceOp::Sum);
       double loss = agreed.data<double>()[0] / static_cast<double>(world->size());
       bool signalled = agreed.data<double>()[1] > 0;
+      const int64_t step_bytes = grad_comm->bytes_sent() - bytes_before;  // this rank's DP traffic
       MODU_CHECK(std::isfinite(loss), "training diverged at step ", step + 1, ": loss is ", loss,
                  "; lower optim.lr or check the data");
       double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -506,9 +508,15 @@ struct Trainer {
         double eta = elapsed / static_cast<double>(done - start_step) * static_cast<double>(steps - done);
         Progress p{done, steps, loss, lr, gnorm, tps, tps * flops_per_token / peak, eta};
         std::cout << format_progress(p) << std::endl;
-        if (chief)
-          metrics.write(json{{"step", done}, {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", tps},
-                           {"mfu", tps * flops_per_token / peak}, {"elapsed_s", elapsed}});
+        if (chief) {
+          json record{{"step", done},       {"loss", loss}, {"lr", lr}, {"grad_norm", gnorm}, {"tokens_per_s", tps},
+                      {"mfu", tps * flops_per_token / peak}, {"elapsed_s", elapsed}};
+          if (dp_size > 1) {  // for bench/parallel: DP bytes sent by rank 0 and its AdamW state
+            record["dp_bytes_sent"] = step_bytes;
+            record["optimizer_state_bytes"] = opt->optimizer_state_bytes();
+          }
+          metrics.write(record);
+        }
         window_time = 0;
         window_tokens = 0;
       }
