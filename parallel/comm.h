@@ -84,9 +84,10 @@ class Communicator {
   // Payload bytes this rank has sent through this communicator (not its sub-communicators).
   virtual int64_t bytes_sent() const = 0;
 
-  // Convenience on the host: a scalar summed / maxed over the ranks (double precision).
-  double sum(double value);
-  double max(double value);
+  // Convenience on the host: a scalar summed / maxed over the ranks (double precision; the NCCL backend
+  // goes through its device).
+  virtual double sum(double value);
+  virtual double max(double value);
 };
 
 // The single-process communicator: size 1, every collective is the identity (Avg divides by 1).

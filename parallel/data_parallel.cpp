@@ -25,7 +25,7 @@ DataParallel::DataParallel(std::vector<nn::ParamRef> params, Communicator& dp, o
     MODU_CHECK(p.tensor->is_contiguous(), "data parallelism: parameter ", p.name, " ", describe(*p.tensor),
                " is not contiguous");
   }
-  active_ = dp_.size() > 1 || options_.zero > 0;
+  active_ = dp_.size() > 1 || options_.zero > 0 || options_.force_communication;
   if (options_.zero == 0) replicated_ = std::make_unique<optim::AdamW>(params_, adamw_config_);
   if (!active_) return;
 

@@ -25,7 +25,8 @@
 //  - The gradient averaged over DP equals one process's gradient of the same global batch up to the
 //    rounding of the sums (the communicator's reductions are bit-identical on every rank, so the
 //    parameters stay replicated bit for bit on every DP rank).
-//  - With one rank and ZeRO-0 nothing is hooked and nothing copied: plain AdamW.
+//  - With one rank and ZeRO-0 nothing is hooked and nothing copied (plain AdamW), unless
+//    force_communication asks for the whole path.
 //  - Optimizer state is f32, like optim::AdamW's; sharded state covers exactly the parameters' elements
 //    (padding has none), and optimizer_pieces() lists it as (parameter, flat range) pieces for checkpoints.
 
@@ -42,6 +43,9 @@ namespace modu::parallel {
 struct DataParallelOptions {
   int zero = 0;           // 0, 1 or 2
   double bucket_mb = 25;  // bucket size in MiB of gradient
+  // Run the bucketed path (hooks, packing, collectives) even on one rank with ZeRO-0, where it is
+  // otherwise skipped: for checks of a one-rank communicator (e.g. NCCL on a single GPU).
+  bool force_communication = false;
 };
 
 // Optimizer state of elements [begin, end) of the flattened parameter `param` (index into the parameter list).

@@ -11,7 +11,9 @@
 
 #include <nccl.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "core/cuda/runtime.h"
 #include "parallel/comm.h"
@@ -141,6 +143,18 @@ class NcclCommunicator final : public Communicator {
         ncclRecv(x.data_ptr(), static_cast<size_t>(x.numel()), nccl_type(x.dtype(), "recv"), peer, comm_, stream()),
         "ncclRecv");
     return record({x});
+  }
+  double sum(double value) override {
+    Tensor t = Tensor::from_vector(std::vector<double>{value}, Dims{1}).to(device_);
+    all_reduce(t, ReduceOp::Sum);
+    return t.to(Device::cpu()).data<double>()[0];
+  }
+  double max(double value) override {
+    Tensor mine = Tensor::from_vector(std::vector<double>{value}, Dims{1}).to(device_);
+    Tensor all = Tensor::empty(Dims{size_}, DType::F64, device_);
+    all_gather(mine, all);
+    std::vector<double> v = all.to(Device::cpu()).to_vector<double>();
+    return *std::max_element(v.begin(), v.end());
   }
   void barrier() override {
     Tensor one = Tensor::zeros(Dims{1}, DType::F32, device_);

@@ -225,7 +225,12 @@ struct Trainer {
     }
     groups = parallel::make_groups(*world, *mesh);
     grad_comm = groups.dp.get();
-    if (device.is_cuda() && dp_size > 1) {
+    const std::string comm_kind = cfg.get<std::string>("parallel.comm");
+    MODU_CHECK(comm_kind == "auto" || comm_kind == "nccl", "parallel.comm = \"", comm_kind,
+               "\": use auto (MPI on CPU, NCCL on CUDA when there are several DP ranks) or nccl");
+    MODU_CHECK(comm_kind != "nccl" || device.is_cuda(), "parallel.comm = \"nccl\" carries CUDA tensors: set "
+               "train.device = cuda, or parallel.comm = auto for the CPU (MPI)");
+    if ((device.is_cuda() && dp_size > 1) || comm_kind == "nccl") {
       nccl = parallel::make_nccl_communicator(*groups.dp, device);
       grad_comm = nccl.get();
     }
@@ -239,6 +244,7 @@ struct Trainer {
     parallel::DataParallelOptions dpo;
     dpo.zero = zero;
     dpo.bucket_mb = cfg.get<double>("parallel.bucket_mb");
+    dpo.force_communication = comm_kind == "nccl";  // the whole DP path, even on one GPU
     opt = std::make_unique<parallel::DataParallel>(model->parameters(), *grad_comm, oc, dpo);
     schedule.kind = cfg.get<std::string>("optim.schedule");
     schedule.warmup = cfg.get<int64_t>("optim.warmup_steps");
@@ -602,6 +608,8 @@ void declare_recipe_schema(Config& c) {
   c.declare<int64_t>("parallel.zero", 0,
                      "ZeRO stage over data parallelism: 0 replicated AdamW, 1 AdamW state sharded, 2 gradients too");
   c.declare<double>("parallel.bucket_mb", 25.0, "data parallelism: MiB of gradient per all-reduce bucket");
+  c.declare<std::string>("parallel.comm", "auto",
+                         "gradient communicator: auto (MPI on CPU, NCCL on CUDA with DP > 1) | nccl (also on one GPU)");
   c.declare<std::string>("parallel.schedule", "1f1b", "pipeline schedule: 1f1b | interleaved");
   c.declare<int64_t>("parallel.virtual_stages", 1, "interleaved schedule: model chunks per stage");
 }
