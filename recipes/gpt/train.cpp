@@ -573,7 +573,7 @@ void declare_recipe_schema(Config& c) {
   // train
   c.declare<int64_t>("train.steps", 1000, "optimizer steps");
   c.declare<int64_t>("train.batch_size", 8, "sequences per optimizer step (global)");
-  c.declare<int64_t>("train.micro_batch_size", 0, "sequences per forward/backward (0 = batch_size)");
+  c.declare<int64_t>("train.micro_batch_size", 0, "sequences per forward/backward on each data-parallel rank (0 = batch_size / DP)");
   c.declare<int64_t>("train.seq_len", 0, "tokens per sequence (0 = model.block_size)");
   c.declare<std::string>("train.out_dir", "runs/gpt", "metrics.jsonl and checkpoints/ go here");
   c.declare<int64_t>("train.seed", 1337, "seed of initialisation, data order and dropout");
