@@ -173,6 +173,36 @@ void equivalence(const std::string& arch) {
 
 TEST(Equivalence, GptDataParallelMatchesOneProcess) { equivalence("gpt"); }
 
+// DP traffic per step: the ring all-reduce's 2(n-1)/n x 4 bytes x parameters (within bucket padding), and
+// the same with 2 micro-batches per rank as with 1: no communication on accumulation micro-steps.
+TEST(Equivalence, GradientTrafficIsOneRingAllReducePerStep) {
+  auto bytes_per_step = [](const fs::path& run) {
+    std::ifstream f(run / "metrics.jsonl");
+    std::vector<int64_t> v;
+    for (std::string line; std::getline(f, line);) {
+      json j = json::parse(line);
+      if (j.contains("dp_bytes_sent")) v.push_back(j["dp_bytes_sent"].get<int64_t>());
+    }
+    return v;
+  };
+  fs::path accum2 = train("traffic_micro2", "gpt", 2, 0);  // batch 8 = 2 ranks x 2 micro-batches x 2
+  fs::path accum1 = train("traffic_micro4", "gpt", 2, 0, " --set train.micro_batch_size=4");
+  std::string log = read_text(accum2.string() + ".log");
+  size_t at = log.find("model: gpt2, ");
+  ASSERT_NE(at, std::string::npos) << log;
+  const double params = std::stod(log.substr(at + 13));
+  std::vector<int64_t> b2 = bytes_per_step(accum2), b1 = bytes_per_step(accum1);
+  ASSERT_EQ(b2.size(), 10u);
+  EXPECT_EQ(b2, b1);
+  const double ring = 2.0 * (2 - 1) / 2 * 4 * params;
+  std::printf("DP2 ZeRO-0: %lld bytes sent per step per rank; ring formula 2(n-1)/n S = %.0f (ratio %.5f)\n",
+              static_cast<long long>(b2[0]), ring, b2[0] / ring);
+  for (int64_t b : b2) {
+    EXPECT_GE(b, ring);
+    EXPECT_LE(b, ring * 1.001);
+  }
+}
+
 TEST(Equivalence, LlamaDataParallelMatchesOneProcess) { equivalence("llama"); }
 
 // N steps straight == K steps, stop, resume, N - K steps: losses, weights and optimizer state bit for bit.
