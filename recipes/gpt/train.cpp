@@ -648,7 +648,11 @@ int train_main(const Config& recipe) {
     t.setup();
     return t.run();
   } catch (const std::exception& e) {
-    std::cerr << "modu: error: rank " << world.rank() << " of " << world.size() << ": " << e.what() << std::endl;
+    // One write, so the lines of ranks failing at once do not interleave.
+    const std::string line = "modu: error: rank " + std::to_string(world.rank()) + " of " +
+                             std::to_string(world.size()) + ": " + e.what() + "\n";
+    std::fflush(stdout);
+    [[maybe_unused]] ssize_t written = ::write(2, line.data(), line.size());
     parallel::abort_job(1);
   }
 }
