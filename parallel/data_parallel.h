@@ -29,6 +29,9 @@
 //    force_communication asks for the whole path.
 //  - Optimizer state is f32, like optim::AdamW's; sharded state covers exactly the parameters' elements
 //    (padding has none), and optimizer_pieces() lists it as (parameter, flat range) pieces for checkpoints.
+//  - Memory, honestly: the flat bucket buffers (one gradient-sized f32 copy) persist across steps in every
+//    stage; ZeRO-2 drops each .grad once packed and keeps 1/n of the averaged gradient, so it saves the
+//    .grad copy but not the staging buffer (freeing buckets between steps is left for later).
 
 #pragma once
 
