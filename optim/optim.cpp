@@ -9,13 +9,11 @@
 namespace modu::optim {
 
 AdamW::AdamW(std::vector<nn::ParamRef> params, AdamWConfig config)
-    : params_(std::move(params)), m_(params_.size()), v_(params_.size()),
-      config_(config) {}
+    : params_(std::move(params)), m_(params_.size()), v_(params_.size()), config_(config) {}
 
 void AdamW::ensure_state(size_t i) {
-  if (m_[i].defined())
-    return;
-  const Tensor &p = *params_[i].tensor;
+  if (m_[i].defined()) return;
+  const Tensor& p = *params_[i].tensor;
   DType st = p.dtype() == DType::F64 ? DType::F64 : DType::F32;
   m_[i] = Tensor::zeros(p.shape(), st, p.device());
   v_[i] = Tensor::zeros(p.shape(), st, p.device());
@@ -33,18 +31,17 @@ void AdamW::step(double lr, double grad_scale) {
   a.bias_correction2 = 1 - std::pow(config_.beta2, static_cast<double>(t_));
   a.grad_scale = grad_scale;
   for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor &p = *params_[i].tensor;
+    Tensor& p = *params_[i].tensor;
     Tensor g = p.grad();
-    if (!g.defined())
-      continue;
+    if (!g.defined()) continue;
     ensure_state(i);
     a.weight_decay = params_[i].decay ? config_.weight_decay : 0.0;
     adamw_(p, g.contiguous(), m_[i], v_[i], a);
   }
 }
 
-std::vector<std::pair<std::string, Tensor *>> AdamW::state_tensors() {
-  std::vector<std::pair<std::string, Tensor *>> out;
+std::vector<std::pair<std::string, Tensor*>> AdamW::state_tensors() {
+  std::vector<std::pair<std::string, Tensor*>> out;
   for (size_t i = 0; i < params_.size(); ++i) {
     ensure_state(i);
     out.emplace_back("m/" + params_[i].name, &m_[i]);
@@ -56,28 +53,21 @@ std::vector<std::pair<std::string, Tensor *>> AdamW::state_tensors() {
 int64_t AdamW::state_bytes() const {
   int64_t b = 0;
   for (size_t i = 0; i < m_.size(); ++i)
-    if (m_[i].defined())
-      b += static_cast<int64_t>(m_[i].nbytes() + v_[i].nbytes());
+    if (m_[i].defined()) b += static_cast<int64_t>(m_[i].nbytes() + v_[i].nbytes());
   return b;
 }
 
-double grad_norm(const std::vector<nn::ParamRef> &params) {
-  // Each tensor's sum of squares as a dot product g . g (one matmul, no
-  // temporary of g's size); the sums stay on the device and are read back once
-  // (one synchronisation).
+double grad_norm(const std::vector<nn::ParamRef>& params) {
+  // Each tensor's sum of squares as a dot product g . g (one matmul, no temporary of g's size); the
+  // sums stay on the device and are read back once (one synchronisation).
   NoGradGuard no_grad;
   Tensor total;
-  for (const nn::ParamRef &p : params) {
+  for (const nn::ParamRef& p : params) {
     Tensor g = p.tensor->grad();
-    if (!g.defined())
-      continue;
-    Tensor flat =
-        (g.dtype() == DType::F64 || g.dtype() == DType::F32 ? g
-                                                            : g.to(DType::F32))
-            .reshape(Dims{1, -1});
-    Tensor s = matmul(flat, flat.t()); // (1, 1)
-    if (total.defined() && s.dtype() != total.dtype())
-      s = s.to(total.dtype());
+    if (!g.defined()) continue;
+    Tensor flat = (g.dtype() == DType::F64 || g.dtype() == DType::F32 ? g : g.to(DType::F32)).reshape(Dims{1, -1});
+    Tensor s = matmul(flat, flat.t());  // (1, 1)
+    if (total.defined() && s.dtype() != total.dtype()) s = s.to(total.dtype());
     total = total.defined() ? add(total, s) : s;
   }
   return total.defined() ? std::sqrt(total.item()) : 0.0;
@@ -87,35 +77,27 @@ double clip_coefficient(double norm, double max_norm) {
   return max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
 }
 
-double clip_grad_norm(const std::vector<nn::ParamRef> &params,
-                      double max_norm) {
+double clip_grad_norm(const std::vector<nn::ParamRef>& params, double max_norm) {
   double norm = grad_norm(params);
   double scale = clip_coefficient(norm, max_norm);
   if (scale != 1.0) {
     NoGradGuard no_grad;
-    for (const nn::ParamRef &p : params) {
+    for (const nn::ParamRef& p : params) {
       Tensor g = p.tensor->grad();
-      if (g.defined())
-        g.mul_(scale);
+      if (g.defined()) g.mul_(scale);
     }
   }
   return norm;
 }
 
 double LrSchedule::at(int64_t step) const {
-  if (warmup > 0 && step < warmup)
-    return max_lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
-  if (kind == "constant")
-    return max_lr;
-  if (step >= total)
-    return min_lr;
-  double progress = static_cast<double>(step - warmup) /
-                    static_cast<double>(std::max<int64_t>(1, total - warmup));
-  if (kind == "linear")
-    return max_lr + (min_lr - max_lr) * progress;
-  MODU_CHECK(kind == "cosine", "unknown learning-rate schedule '", kind,
-             "': use cosine, linear or constant");
+  if (warmup > 0 && step < warmup) return max_lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (kind == "constant") return max_lr;
+  if (step >= total) return min_lr;
+  double progress = static_cast<double>(step - warmup) / static_cast<double>(std::max<int64_t>(1, total - warmup));
+  if (kind == "linear") return max_lr + (min_lr - max_lr) * progress;
+  MODU_CHECK(kind == "cosine", "unknown learning-rate schedule '", kind, "': use cosine, linear or constant");
   return min_lr + 0.5 * (max_lr - min_lr) * (1 + std::cos(M_PI * progress));
 }
 
-} // namespace modu::optim
+}  // namespace modu::optim

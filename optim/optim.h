@@ -1,10 +1,9 @@
-// optim/optim.h — AdamW (decoupled weight decay, fused per parameter),
-// global-norm gradient clipping and learning-rate schedules.
+// optim/optim.h — AdamW (decoupled weight decay, fused per parameter), global-norm gradient clipping
+// and learning-rate schedules.
 //
-// Invariants: optimizer state (m, v) is f32 for f32/bf16/f16 parameters (f64
-// for f64), shaped like its parameter, created lazily on the first step; the
-// step counter t starts at 0 and bias corrections use 1 - beta^t after
-// increment. Parameters whose gradient is undefined are skipped (not decayed).
+// Invariants: optimizer state (m, v) is f32 for f32/bf16/f16 parameters (f64 for f64), shaped like
+// its parameter, created lazily on the first step; the step counter t starts at 0 and bias corrections
+// use 1 - beta^t after increment. Parameters whose gradient is undefined are skipped (not decayed).
 // Everything runs under no-grad.
 #pragma once
 
@@ -24,25 +23,23 @@ struct AdamWConfig {
 };
 
 class AdamW {
-public:
+ public:
   AdamW(std::vector<nn::ParamRef> params, AdamWConfig config);
 
-  // One update with learning rate `lr` (the schedule's value for this step);
-  // every gradient is multiplied by `grad_scale` first (clip_coefficient(),
-  // folded into the update: no pass of its own).
+  // One update with learning rate `lr` (the schedule's value for this step); every gradient is
+  // multiplied by `grad_scale` first (clip_coefficient(), folded into the update: no pass of its own).
   void step(double lr, double grad_scale = 1.0);
   int64_t steps_taken() const { return t_; }
-  const AdamWConfig &config() const { return config_; }
+  const AdamWConfig& config() const { return config_; }
 
-  // State for checkpoints: ("m/<param name>", tensor), ("v/<param name>",
-  // tensor) for every parameter (states not created yet are created as zeros so
-  // the set is complete), and the step counter.
-  std::vector<std::pair<std::string, Tensor *>> state_tensors();
+  // State for checkpoints: ("m/<param name>", tensor), ("v/<param name>", tensor) for every parameter
+  // (states not created yet are created as zeros so the set is complete), and the step counter.
+  std::vector<std::pair<std::string, Tensor*>> state_tensors();
   void set_steps_taken(int64_t t) { t_ = t; }
   // Bytes of optimizer state (for the ZeRO measurements).
   int64_t state_bytes() const;
 
-private:
+ private:
   void ensure_state(size_t i);
   std::vector<nn::ParamRef> params_;
   std::vector<Tensor> m_, v_;
@@ -50,27 +47,25 @@ private:
   int64_t t_ = 0;
 };
 
-// Scales every gradient by min(1, max_norm / (total_norm + 1e-6)) when max_norm
-// > 0. Returns the total L2 norm before clipping.
-double clip_grad_norm(const std::vector<nn::ParamRef> &params, double max_norm);
+// Scales every gradient by min(1, max_norm / (total_norm + 1e-6)) when max_norm > 0.
+// Returns the total L2 norm before clipping.
+double clip_grad_norm(const std::vector<nn::ParamRef>& params, double max_norm);
 // The total L2 norm of the gradients.
-double grad_norm(const std::vector<nn::ParamRef> &params);
-// The factor global-norm clipping multiplies the gradients by: min(1, max_norm
-// / (norm + 1e-6)), or 1 when max_norm <= 0. AdamW::step(lr,
-// clip_coefficient(grad_norm(params), max_norm)) is clip_grad_norm followed by
-// step(lr) without the extra pass over the gradients.
+double grad_norm(const std::vector<nn::ParamRef>& params);
+// The factor global-norm clipping multiplies the gradients by: min(1, max_norm / (norm + 1e-6)), or 1
+// when max_norm <= 0. AdamW::step(lr, clip_coefficient(grad_norm(params), max_norm)) is clip_grad_norm
+// followed by step(lr) without the extra pass over the gradients.
 double clip_coefficient(double norm, double max_norm);
 
-// Linear warmup from 0 to max_lr over `warmup` steps, then cosine or linear
-// decay to min_lr at `total` steps, constant min_lr after; "constant" keeps
-// max_lr after warmup.
+// Linear warmup from 0 to max_lr over `warmup` steps, then cosine or linear decay to min_lr at
+// `total` steps, constant min_lr after; "constant" keeps max_lr after warmup.
 struct LrSchedule {
-  std::string kind = "cosine"; // cosine | linear | constant
+  std::string kind = "cosine";  // cosine | linear | constant
   int64_t warmup = 0;
   int64_t total = 1;
   double max_lr = 3e-4;
   double min_lr = 3e-5;
-  double at(int64_t step) const; // step counts from 0
+  double at(int64_t step) const;  // step counts from 0
 };
 
-} // namespace modu::optim
+}  // namespace modu::optim

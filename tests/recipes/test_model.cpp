@@ -1,7 +1,6 @@
-// tests/recipes/test_model.cpp — the GPT family's invariants: decoding with the
-// KV cache gives the logits of the full forward pass (both architectures,
-// several chunkings), initialisation depends only on (seed, parameter name),
-// and the padded vocabulary never enters the loss.
+// tests/recipes/test_model.cpp — the GPT family's invariants: decoding with the KV cache gives the
+// logits of the full forward pass (both architectures, several chunkings), initialisation depends only
+// on (seed, parameter name), and the padded vocabulary never enters the loss.
 #include <gtest/gtest.h>
 
 #include "core/ops/dispatch.h"
@@ -14,7 +13,7 @@
 using namespace modu;
 
 namespace {
-gpt::GptConfig tiny(const std::string &arch) {
+gpt::GptConfig tiny(const std::string& arch) {
   gpt::GptConfig c;
   c.arch = arch;
   c.vocab_size = 97;
@@ -30,7 +29,7 @@ Tensor tokens(int64_t B, int64_t T, uint64_t seed) {
   Generator g(seed);
   return test::rand_indices(Dims{B, T}, 97, g);
 }
-} // namespace
+}  // namespace
 
 class ModelTest : public ::testing::TestWithParam<std::string> {};
 
@@ -40,9 +39,8 @@ TEST_P(ModelTest, CachedDecodingMatchesTheFullForward) {
   m.set_training(false);
   NoGradGuard no_grad;
   Tensor idx = tokens(2, 20, 5);
-  Tensor full = m.forward(idx); // (2, 20, Vp)
-  for (std::vector<int64_t> chunks :
-       {std::vector<int64_t>{20}, {1, 19}, {7, 1, 1, 11}, {5, 5, 5, 5}}) {
+  Tensor full = m.forward(idx);  // (2, 20, Vp)
+  for (std::vector<int64_t> chunks : {std::vector<int64_t>{20}, {1, 19}, {7, 1, 1, 11}, {5, 5, 5, 5}}) {
     gpt::KVCache cache = m.make_cache(2, 24);
     std::vector<Tensor> parts;
     int64_t at = 0;
@@ -65,11 +63,8 @@ TEST_P(ModelTest, InitialisationDependsOnSeedAndNameOnly) {
   ASSERT_EQ(pa.size(), pb.size());
   bool any_differs = false;
   for (size_t i = 0; i < pa.size(); ++i) {
-    EXPECT_EQ(pa[i].tensor->to_vector<float>(),
-              pb[i].tensor->to_vector<float>())
-        << pa[i].name;
-    any_differs |=
-        pa[i].tensor->to_vector<float>() != pc[i].tensor->to_vector<float>();
+    EXPECT_EQ(pa[i].tensor->to_vector<float>(), pb[i].tensor->to_vector<float>()) << pa[i].name;
+    any_differs |= pa[i].tensor->to_vector<float>() != pc[i].tensor->to_vector<float>();
   }
   EXPECT_TRUE(any_differs);
 }
@@ -80,14 +75,10 @@ TEST_P(ModelTest, PaddedVocabularyIsOutsideTheLoss) {
   Tensor idx = tokens(2, 8, 1), tgt = tokens(2, 8, 2);
   Tensor logits = m.forward(idx);
   ASSERT_EQ(logits.size(-1), 128);
-  // Shifting the padding logits changes nothing: the loss reads only the first
-  // 97 columns.
-  Tensor shifted = concat(
-      {logits.narrow(2, 0, 97), add_scalar(logits.narrow(2, 97, 31), 50.0)}, 2);
+  // Shifting the padding logits changes nothing: the loss reads only the first 97 columns.
+  Tensor shifted = concat({logits.narrow(2, 0, 97), add_scalar(logits.narrow(2, 97, 31), 50.0)}, 2);
   EXPECT_EQ(m.loss(logits, tgt).item(), m.loss(shifted, tgt).item());
-  Tensor ref =
-      cross_entropy(logits.reshape(Dims{-1, 128}).narrow(1, 0, 97).contiguous(),
-                    tgt.reshape(Dims{-1}));
+  Tensor ref = cross_entropy(logits.reshape(Dims{-1, 128}).narrow(1, 0, 97).contiguous(), tgt.reshape(Dims{-1}));
   EXPECT_NEAR(m.loss(logits, tgt).item(), ref.item(), 1e-6);
 }
 
@@ -95,8 +86,7 @@ TEST_P(ModelTest, GreedySamplingIsDeterministicAndSeeded) {
   gpt::GPT m(tiny(GetParam()));
   m.init_weights(3);
   gpt::SamplingOptions greedy;
-  greedy.max_new_tokens =
-      30; // runs past block_size: the cache restarts from the newest half
+  greedy.max_new_tokens = 30;  // runs past block_size: the cache restarts from the newest half
   greedy.temperature = 0;
   std::vector<int32_t> prompt = {1, 2, 3};
   EXPECT_EQ(gpt::sample(m, prompt, greedy), gpt::sample(m, prompt, greedy));
@@ -110,13 +100,11 @@ TEST_P(ModelTest, GreedySamplingIsDeterministicAndSeeded) {
   std::vector<int32_t> a = gpt::sample(m, prompt, s1);
   EXPECT_EQ(a, gpt::sample(m, prompt, s1));
   EXPECT_NE(a, gpt::sample(m, prompt, s2));
-  for (int32_t t : a)
-    EXPECT_LT(t, 97);
+  for (int32_t t : a) EXPECT_LT(t, 97);
 }
 
-// Clipping folded into the update (AdamW::step(lr, clip_coefficient(norm,
-// max))) is the same arithmetic as scaling the gradients first (clip_grad_norm)
-// and stepping: parameters stay bit-identical.
+// Clipping folded into the update (AdamW::step(lr, clip_coefficient(norm, max))) is the same arithmetic as
+// scaling the gradients first (clip_grad_norm) and stepping: the parameters stay bit-identical.
 TEST_P(ModelTest, FoldedClippingEqualsClipThenStep) {
   gpt::GPT a(tiny(GetParam())), b(tiny(GetParam()));
   a.init_weights(5);
@@ -124,7 +112,7 @@ TEST_P(ModelTest, FoldedClippingEqualsClipThenStep) {
   optim::AdamWConfig oc;
   oc.weight_decay = 0.1;
   optim::AdamW oa(a.parameters(), oc), ob(b.parameters(), oc);
-  const double max_norm = 0.05; // small enough that every step clips
+  const double max_norm = 0.05;  // small enough that every step clips
   for (int step = 0; step < 3; ++step) {
     Tensor idx = tokens(2, 8, 10 + step), tgt = tokens(2, 8, 20 + step);
     a.zero_grad();
@@ -141,12 +129,9 @@ TEST_P(ModelTest, FoldedClippingEqualsClipThenStep) {
   }
   auto pa = a.parameters(), pb = b.parameters();
   for (size_t i = 0; i < pa.size(); ++i)
-    EXPECT_EQ(pa[i].tensor->to_vector<float>(),
-              pb[i].tensor->to_vector<float>())
-        << pa[i].name;
-  EXPECT_EQ(optim::clip_coefficient(3.0, 0.0), 1.0); // max_norm 0: no clipping
-  EXPECT_EQ(optim::clip_coefficient(0.5, 1.0),
-            1.0); // below the limit: unchanged
+    EXPECT_EQ(pa[i].tensor->to_vector<float>(), pb[i].tensor->to_vector<float>()) << pa[i].name;
+  EXPECT_EQ(optim::clip_coefficient(3.0, 0.0), 1.0);  // max_norm 0: no clipping
+  EXPECT_EQ(optim::clip_coefficient(0.5, 1.0), 1.0);  // below the limit: unchanged
   EXPECT_NEAR(optim::clip_coefficient(4.0, 1.0), 0.25, 1e-6);
 }
 
