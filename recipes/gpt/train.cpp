@@ -7,7 +7,8 @@
 //  - Resume is bit-identical: a checkpoint holds the parameters, AdamW's m, v and step counter, the
 //    data loader's global sample index, the dropout stream and the effective recipe; the learning
 //    rate is a function of the step. N steps straight == K steps, stop, resume, N - K steps.
-//  - SIGINT/SIGTERM finish the running step, commit a checkpoint and exit 0.
+//  - SIGINT/SIGTERM (and SIGUSR1) finish the running step, commit a checkpoint and exit 0. Under mpirun,
+//    signal mpirun with SIGUSR1, which it forwards to every rank (it turns SIGTERM into killing the job).
 //  - Data parallelism (mpirun -np N; parallel/): train.batch_size stays the global batch per step; DP
 //    rank d reads its share of each micro-step's global samples [g + d*micro, g + (d+1)*micro), so the
 //    union over ranks of a step is the same global batch as one process; gradients are averaged over
@@ -56,15 +57,17 @@ std::atomic<int> g_stop_signal{0};
 extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 
 struct StopSignalScope {
-  void (*prev_int)(int), (*prev_term)(int);
+  void (*prev_int)(int), (*prev_term)(int), (*prev_usr1)(int);
   StopSignalScope() {
     g_stop_signal.store(0);
     prev_int = std::signal(SIGINT, on_stop_signal);
     prev_term = std::signal(SIGTERM, on_stop_signal);
+    prev_usr1 = std::signal(SIGUSR1, on_stop_signal);  // what mpirun forwards to the ranks
   }
   ~StopSignalScope() {
     std::signal(SIGINT, prev_int);
     std::signal(SIGTERM, prev_term);
+    std::signal(SIGUSR1, prev_usr1);
   }
 };
 

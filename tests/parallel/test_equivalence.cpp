@@ -246,6 +246,28 @@ TEST(Equivalence, ResumeAcrossLayoutsReslicesTheOptimizerState) {
   }
 }
 
+// SIGUSR1 to mpirun (which forwards it to every rank): all ranks finish the same step, commit one
+// checkpoint together and exit 0; the run then resumes from it.
+TEST(Equivalence, SigusrToMpirunCommitsACheckpointAndExitsZero) {
+  fs::path out = env().dir / "signalled";
+  std::string run = std::string(MPIRUN_SH) + " 2 " + MODU_BIN + " train " + quote(recipe_of("gpt")) + tiny_sets("gpt") +
+                    " --set train.steps=100000 --set train.out_dir=" + quote(out.string());
+  const fs::path script = env().dir / "signal.sh";
+  std::ofstream(script) << run << " > " << quote(out.string() + ".log") << " 2>&1 &\n"
+                        << "pid=$!\ni=0\n"
+                        << "while [ $i -lt 600 ] && ! grep -q '\"step\":3,' " << quote((out / "metrics.jsonl").string())
+                        << " 2>/dev/null; do sleep 0.1; i=$((i+1)); done\n"
+                        << "kill -USR1 $pid\nwait $pid\n";
+  int rc = std::system(("sh " + quote(script.string())).c_str());
+  std::string log = read_text(out.string() + ".log");
+  ASSERT_EQ(rc, 0) << log;
+  EXPECT_NE(log.find("stopped by signal 10"), std::string::npos) << log;
+  checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(out / "checkpoints");
+  EXPECT_GE(ck.step(), 3);
+  EXPECT_EQ(ck.world_size(), 2);
+  EXPECT_EQ(static_cast<int64_t>(losses(out).rbegin()->first), ck.step());
+}
+
 TEST(Equivalence, BadLayoutsStopBeforeAnyWork) {
   fs::path out = env().dir / "bad";
   std::string base = std::string(MODU_BIN) + " train " + quote(recipe_of("gpt")) + tiny_sets("gpt") +
