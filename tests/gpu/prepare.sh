@@ -8,8 +8,9 @@
 #                              xz-compressed because uncompressed it is ~85 MiB, over the device tool's
 #                              64 MiB carry limit (compressed ~11 MiB). run.sh unpacks it into /tmp.
 #   .devcarry/manifest.txt     what was staged, from where, and the build's git revision
-# cuBLAS / cuBLASLt (>500 MB) are NOT carried: run.sh finds the GPU machine's CUDA 13 copies (toolkit or the
-# nvidia-cublas wheel beside PyTorch). glibc and the CUDA driver always come from the GPU machine.
+# cuBLAS / cuBLASLt (>500 MB) and NCCL (~220 MB; modu_parallel links it) are NOT carried: run.sh finds the GPU
+# machine's CUDA 13 copies (toolkit, or the nvidia-cublas / nvidia-nccl wheels beside PyTorch). glibc and the
+# CUDA driver always come from the GPU machine.
 #
 # Usage: tests/gpu/prepare.sh   env: BUILD (build dir, default build-gpu), JOBS (ninja -j, default 2),
 #                               EXTRA_TARGETS (more executables to build and stage into bin/, e.g.
@@ -56,7 +57,7 @@ ldd "${BINS[@]}" | awk '/=> \//{print $1, $3}' | sort -u | while read -r soname 
   case "$soname" in
     libc.so*|libm.so*|libmvec.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libutil.so*|libresolv.so*) continue ;;
     libcuda.so*|libnvidia*) continue ;;
-    libcublas.so*|libcublasLt.so*) echo "not carried (found on the GPU machine): $soname" >>"$MANIFEST"; continue ;;
+    libcublas.so*|libcublasLt.so*|libnccl.so*) echo "not carried (found on the GPU machine): $soname" >>"$MANIFEST"; continue ;;
     libstdc++.so*|libgcc_s.so*) dest=$STAGE/lib-fallback ;;
     *) dest=$STAGE/lib ;;
   esac

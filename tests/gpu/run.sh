@@ -57,7 +57,7 @@ verdict() {  # exit status -> word
   esac
 }
 
-# ---- libraries: carried ones first, then the GPU machine's CUDA 13 cuBLAS ---------------------------------
+# ---- libraries: carried ones first, then the GPU machine's CUDA 13 cuBLAS and NCCL -----------------------------
 find_lib_dir() {  # prints the directory holding $1, searching the usual CUDA and PyTorch-wheel places
   local name=$1 d f
   for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu /usr/local/lib; do
@@ -73,7 +73,7 @@ find_lib_dir() {  # prints the directory holding $1, searching the usual CUDA an
   return 1
 }
 LIBPATH=$CARRY/lib
-for lib in libcublasLt.so.13 libcublas.so.13; do
+for lib in libcublasLt.so.13 libcublas.so.13 libnccl.so.2; do
   if dir=$(find_lib_dir "$lib"); then
     case ":$LIBPATH:" in *":$dir:"*) ;; *) LIBPATH=$LIBPATH:$dir ;; esac
   else
