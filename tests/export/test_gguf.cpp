@@ -27,12 +27,9 @@ namespace g = modu::exporting::gguf;
 
 namespace {
 
-fs::path scratch_root() {
-  return fs::temp_directory_path() /
-         ("modu_gguf_test_" + std::to_string(::getpid()));
-}
+fs::path scratch_root() { return fs::temp_directory_path() / ("modu_gguf_test_" + std::to_string(::getpid())); }
 
-fs::path scratch(const std::string &name) {
+fs::path scratch(const std::string& name) {
   fs::path p = scratch_root() / name;
   fs::remove_all(p);
   fs::create_directories(p);
@@ -43,10 +40,9 @@ fs::path scratch(const std::string &name) {
 struct ScratchCleanup : ::testing::Environment {
   void TearDown() override { fs::remove_all(scratch_root()); }
 };
-const auto *const kCleanup =
-    ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
+const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new ScratchCleanup);
 
-std::vector<uint8_t> file_bytes(const fs::path &p) {
+std::vector<uint8_t> file_bytes(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
@@ -54,19 +50,16 @@ std::vector<uint8_t> file_bytes(const fs::path &p) {
 // A small byte-level BPE: the 256 bytes, a few merges, <|endoftext|> last.
 data::BpeTokenizer tiny_tokenizer() {
   std::vector<std::string> tokens;
-  for (int b = 0; b < 256; ++b)
-    tokens.emplace_back(1, static_cast<char>(b));
-  for (const char *t : {"th", "he", "the", " t", " the", "in", "ing"})
-    tokens.emplace_back(t);
+  for (int b = 0; b < 256; ++b) tokens.emplace_back(1, static_cast<char>(b));
+  for (const char* t : {"th", "he", "the", " t", " the", "in", "ing"}) tokens.emplace_back(t);
   const auto eot = static_cast<int32_t>(tokens.size());
-  return data::BpeTokenizer::from_ranks(
-      tokens, {data::SpecialToken{"<|endoftext|>", eot}});
+  return data::BpeTokenizer::from_ranks(tokens, {data::SpecialToken{"<|endoftext|>", eot}});
 }
 
-gpt::GptConfig tiny_config(const std::string &arch, int64_t n_embd = 64) {
+gpt::GptConfig tiny_config(const std::string& arch, int64_t n_embd = 64) {
   gpt::GptConfig c;
   c.arch = arch;
-  c.vocab_size = 264; // tiny_tokenizer's ids
+  c.vocab_size = 264;  // tiny_tokenizer's ids
   c.pad_vocab_to = 64;
   c.n_layer = 2;
   c.n_head = 4;
@@ -78,30 +71,21 @@ gpt::GptConfig tiny_config(const std::string &arch, int64_t n_embd = 64) {
   return c;
 }
 
-json config_json(const gpt::GptConfig &m) {
-  return json{{"arch", m.arch},
-              {"vocab_size", m.vocab_size},
-              {"pad_vocab_to", m.pad_vocab_to},
-              {"n_layer", m.n_layer},
-              {"n_head", m.n_head},
-              {"n_kv_head", m.n_kv_head},
-              {"n_embd", m.n_embd},
-              {"block_size", m.block_size},
-              {"ffn_hidden", m.ffn_hidden},
-              {"dropout", m.dropout},
-              {"rope_theta", m.rope_theta},
-              {"norm_eps", m.norm_eps}};
+json config_json(const gpt::GptConfig& m) {
+  return json{{"arch", m.arch},       {"vocab_size", m.vocab_size}, {"pad_vocab_to", m.pad_vocab_to},
+              {"n_layer", m.n_layer}, {"n_head", m.n_head},         {"n_kv_head", m.n_kv_head},
+              {"n_embd", m.n_embd},   {"block_size", m.block_size}, {"ffn_hidden", m.ffn_hidden},
+              {"dropout", m.dropout}, {"rope_theta", m.rope_theta}, {"norm_eps", m.norm_eps}};
 }
 
-bool vocab_rows(const std::string &name) {
-  return name == "wte.weight" || name == "embed_tokens.weight" ||
-         name == "lm_head.weight";
+bool vocab_rows(const std::string& name) {
+  return name == "wte.weight" || name == "embed_tokens.weight" || name == "lm_head.weight";
 }
 
 // What load_export_source makes of a checkpoint of this model, built in
 // memory. Norm weights and biases get random values too, so that a mix-up
 // between tensors cannot go unnoticed.
-ExportSource source_of(const gpt::GptConfig &c, uint64_t seed = 1) {
+ExportSource source_of(const gpt::GptConfig& c, uint64_t seed = 1) {
   gpt::GPT model(c);
   model.init_weights(seed);
   ExportSource s;
@@ -114,32 +98,27 @@ ExportSource source_of(const gpt::GptConfig &c, uint64_t seed = 1) {
   s.tokenizer = tiny_tokenizer();
   std::mt19937 rng(static_cast<uint32_t>(seed));
   std::normal_distribution<float> noise(0.0f, 0.1f);
-  for (const nn::ParamRef &p : model.parameters()) {
-    Tensor t = Tensor::from_blob_copy(p.tensor->contiguous().data_ptr(),
-                                      p.tensor->shape(), DType::F32);
+  for (const nn::ParamRef& p : model.parameters()) {
+    Tensor t = Tensor::from_blob_copy(p.tensor->contiguous().data_ptr(), p.tensor->shape(), DType::F32);
     if (t.dim() == 1) {
-      float *x = t.data<float>();
-      for (int64_t k = 0; k < t.numel(); ++k)
-        x[k] += noise(rng);
+      float* x = t.data<float>();
+      for (int64_t k = 0; k < t.numel(); ++k) x[k] += noise(rng);
     }
-    if (vocab_rows(p.name))
-      t = t.narrow(0, 0, c.vocab_size).contiguous();
+    if (vocab_rows(p.name)) t = t.narrow(0, 0, c.vocab_size).contiguous();
     s.tensors.emplace(p.name, t);
   }
   return s;
 }
 
-g::File export_and_read(const ExportSource &src, const std::string &dtype,
-                        const std::string &name) {
+g::File export_and_read(const ExportSource& src, const std::string& dtype, const std::string& name) {
   const fs::path dir = scratch(name);
   write_gguf_export(src, dir, dtype);
   return g::File::read(dir / "model.gguf");
 }
 
-std::vector<int64_t> reversed_shape(const Tensor &t) {
+std::vector<int64_t> reversed_shape(const Tensor& t) {
   std::vector<int64_t> ne;
-  for (int d = t.dim() - 1; d >= 0; --d)
-    ne.push_back(t.shape()[d]);
+  for (int d = t.dim() - 1; d >= 0; --d) ne.push_back(t.shape()[d]);
   return ne;
 }
 
@@ -149,11 +128,10 @@ void expect_error(Fn fn, std::initializer_list<std::string> parts) {
   try {
     fn();
     ADD_FAILURE() << "expected an error mentioning '" << *parts.begin() << "'";
-  } catch (const Error &e) {
+  } catch (const Error& e) {
     const std::string msg = e.what();
-    for (const std::string &p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos)
-          << "the error '" << msg << "' does not mention '" << p << "'";
+    for (const std::string& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "the error '" << msg << "' does not mention '" << p << "'";
   }
 }
 
@@ -165,9 +143,8 @@ std::map<std::string, std::string> gpt2_names(int64_t n_layer) {
                                        {"output_norm.bias", "ln_f.bias"},
                                        {"output.weight", "wte.weight"}};
   for (int64_t l = 0; l < n_layer; ++l) {
-    const std::string b = "blk." + std::to_string(l) + ".",
-                      h = "h." + std::to_string(l) + ".";
-    for (const char *wb : {"weight", "bias"}) {
+    const std::string b = "blk." + std::to_string(l) + ".", h = "h." + std::to_string(l) + ".";
+    for (const char* wb : {"weight", "bias"}) {
       const std::string s = wb;
       m[b + "attn_norm." + s] = h + "ln_1." + s;
       m[b + "attn_qkv." + s] = h + "attn.c_attn." + s;
@@ -181,13 +158,11 @@ std::map<std::string, std::string> gpt2_names(int64_t n_layer) {
 }
 
 std::map<std::string, std::string> llama_names(int64_t n_layer) {
-  std::map<std::string, std::string> m{
-      {"token_embd.weight", "embed_tokens.weight"},
-      {"output_norm.weight", "norm.weight"},
-      {"output.weight", "lm_head.weight"}};
+  std::map<std::string, std::string> m{{"token_embd.weight", "embed_tokens.weight"},
+                                       {"output_norm.weight", "norm.weight"},
+                                       {"output.weight", "lm_head.weight"}};
   for (int64_t l = 0; l < n_layer; ++l) {
-    const std::string b = "blk." + std::to_string(l) + ".",
-                      h = "layers." + std::to_string(l) + ".";
+    const std::string b = "blk." + std::to_string(l) + ".", h = "layers." + std::to_string(l) + ".";
     m[b + "attn_norm.weight"] = h + "input_layernorm.weight";
     m[b + "attn_q.weight"] = h + "self_attn.q_proj.weight";
     m[b + "attn_k.weight"] = h + "self_attn.k_proj.weight";
@@ -201,22 +176,18 @@ std::map<std::string, std::string> llama_names(int64_t n_layer) {
   return m;
 }
 
-uint64_t u32_of(const g::File &f, const std::string &key) {
-  return f.get(key, g::ValueType::U32).u;
-}
+uint64_t u32_of(const g::File& f, const std::string& key) { return f.get(key, g::ValueType::U32).u; }
 
 // The largest |a - b| / (tol_abs + tol_rel * |b|) over two arrays (<= 1 is
 // within tolerance).
-double worst_ratio(const std::vector<float> &a, const float *b, size_t n,
-                   double tol_abs, double tol_rel) {
+double worst_ratio(const std::vector<float>& a, const float* b, size_t n, double tol_abs, double tol_rel) {
   double worst = 0;
   for (size_t k = 0; k < n; ++k)
-    worst = std::max(worst, std::fabs(double(a[k]) - double(b[k])) /
-                                (tol_abs + tol_rel * std::fabs(double(b[k]))));
+    worst = std::max(worst, std::fabs(double(a[k]) - double(b[k])) / (tol_abs + tol_rel * std::fabs(double(b[k]))));
   return worst;
 }
 
-} // namespace
+}  // namespace
 
 // ---- codecs
 // ------------------------------------------------------------------------------
@@ -225,18 +196,15 @@ TEST(GgufCodec, F16AndBf16AreWithinHalfAnUlp) {
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-8.0f, 8.0f);
   std::vector<float> x(4096);
-  for (float &v : x)
-    v = u(rng);
-  for (auto [type, rel] : {std::pair{g::TensorType::F16, 0x1p-11},
-                           std::pair{g::TensorType::BF16, 0x1p-8}}) {
+  for (float& v : x) v = u(rng);
+  for (auto [type, rel] : {std::pair{g::TensorType::F16, 0x1p-11}, std::pair{g::TensorType::BF16, 0x1p-8}}) {
     std::vector<uint8_t> bytes;
     g::encode(type, x.data(), static_cast<int64_t>(x.size()), bytes);
     ASSERT_EQ(bytes.size(), x.size() * 2);
     std::vector<float> back(x.size());
     g::decode(type, bytes.data(), static_cast<int64_t>(x.size()), back.data());
     // Half an ulp relative, plus f16's subnormal spacing near zero.
-    EXPECT_LE(worst_ratio(back, x.data(), x.size(), 0x1p-25, rel), 1.0)
-        << g::tensor_type_name(type);
+    EXPECT_LE(worst_ratio(back, x.data(), x.size(), 0x1p-25, rel), 1.0) << g::tensor_type_name(type);
   }
 }
 
@@ -244,8 +212,7 @@ TEST(GgufCodec, Q8_0IsGgmlReferenceQuantisation) {
   // One block: x[k] = (k - 16) / 4, so max|x| = 4, d = 4/127, q =
   // round(x*127/4).
   std::vector<float> x(32);
-  for (int k = 0; k < 32; ++k)
-    x[k] = static_cast<float>(k - 16) / 4.0f;
+  for (int k = 0; k < 32; ++k) x[k] = static_cast<float>(k - 16) / 4.0f;
   std::vector<uint8_t> bytes;
   g::encode(g::TensorType::Q8_0, x.data(), 32, bytes);
   ASSERT_EQ(bytes.size(), 34u);
@@ -257,44 +224,47 @@ TEST(GgufCodec, Q8_0IsGgmlReferenceQuantisation) {
     const float inv_d = 1.0f / (4.0f / 127.0f);
     EXPECT_EQ(q, static_cast<int8_t>(std::round(x[k] * inv_d))) << k;
   }
-  EXPECT_EQ(static_cast<int8_t>(bytes[2]), -127); // x = -4
+  EXPECT_EQ(static_cast<int8_t>(bytes[2]), -127);  // x = -4
   EXPECT_EQ(static_cast<int8_t>(bytes[2 + 16]), 0);
-  EXPECT_EQ(static_cast<int8_t>(bytes[2 + 17]), 8); // 0.25 * 31.75 = 7.94
+  EXPECT_EQ(static_cast<int8_t>(bytes[2 + 17]), 8);  // 0.25 * 31.75 = 7.94
+
+  // A block of values near the smallest normal float: 1/d overflows, and the
+  // quantiser still gives int8 values in range (no undefined conversion).
+  std::vector<float> tiny(32, 0.0f);
+  tiny[3] = 1e-38f;
+  bytes.clear();
+  g::encode(g::TensorType::Q8_0, tiny.data(), 32, bytes);
+  EXPECT_EQ(static_cast<int8_t>(bytes[2 + 3]), 127);
+  EXPECT_EQ(static_cast<int8_t>(bytes[2 + 4]), 0);
+  bytes.clear();
 
   // An all-zero block has d = 0 and q = 0.
   std::vector<float> zeros(32, 0.0f);
   bytes.clear();
   g::encode(g::TensorType::Q8_0, zeros.data(), 32, bytes);
-  for (uint8_t b : bytes)
-    EXPECT_EQ(b, 0);
+  for (uint8_t b : bytes) EXPECT_EQ(b, 0);
 
   // Error bound on random data: |x - q*d16| <= d/2 + 127 * |d - d16|
   // <= d * (1/2 + 127 * 2^-11) per block of d = max|x|/127.
   std::mt19937 rng(5);
   std::normal_distribution<float> n(0.0f, 0.05f);
   std::vector<float> r(32 * 64);
-  for (float &v : r)
-    v = n(rng);
+  for (float& v : r) v = n(rng);
   bytes.clear();
-  g::encode(g::TensorType::Q8_0, r.data(), static_cast<int64_t>(r.size()),
-            bytes);
+  g::encode(g::TensorType::Q8_0, r.data(), static_cast<int64_t>(r.size()), bytes);
   ASSERT_EQ(bytes.size(), 64u * 34u);
   std::vector<float> back(r.size());
-  g::decode(g::TensorType::Q8_0, bytes.data(), static_cast<int64_t>(r.size()),
-            back.data());
+  g::decode(g::TensorType::Q8_0, bytes.data(), static_cast<int64_t>(r.size()), back.data());
   for (size_t b = 0; b < 64; ++b) {
     float amax = 0;
-    for (size_t k = 0; k < 32; ++k)
-      amax = std::max(amax, std::fabs(r[b * 32 + k]));
+    for (size_t k = 0; k < 32; ++k) amax = std::max(amax, std::fabs(r[b * 32 + k]));
     const double bound = amax / 127.0 * (0.5 + 127.0 * 0x1p-11) + 1e-9;
     for (size_t k = 0; k < 32; ++k)
-      ASSERT_LE(std::fabs(back[b * 32 + k] - r[b * 32 + k]), bound)
-          << "block " << b << " element " << k;
+      ASSERT_LE(std::fabs(back[b * 32 + k] - r[b * 32 + k]), bound) << "block " << b << " element " << k;
   }
 
   // A length that is not whole blocks is refused.
-  expect_error([&] { g::encode(g::TensorType::Q8_0, r.data(), 31, bytes); },
-               {"31 elements", "q8_0"});
+  expect_error([&] { g::encode(g::TensorType::Q8_0, r.data(), 31, bytes); }, {"31 elements", "q8_0"});
 }
 
 // ---- container
@@ -302,7 +272,7 @@ TEST(GgufCodec, Q8_0IsGgmlReferenceQuantisation) {
 
 namespace {
 // Two tensors of each type, odd sizes so that padding is needed.
-g::Writer sample_writer(uint32_t alignment, std::vector<float> &values) {
+g::Writer sample_writer(uint32_t alignment, std::vector<float>& values) {
   g::Writer w(alignment);
   w.add_string("general.architecture", "test");
   w.add_u32("test.count", 7);
@@ -313,9 +283,8 @@ g::Writer sample_writer(uint32_t alignment, std::vector<float> &values) {
   w.add_string_array("test.words", {"a", "", "\xc4\xa0the"});
   w.add_i32_array("test.ints", {1, -2, 3});
   values.resize(96);
-  for (size_t k = 0; k < values.size(); ++k)
-    values[k] = std::sin(static_cast<float>(k)) * 3.0f;
-  const std::vector<float> *v = &values;
+  for (size_t k = 0; k < values.size(); ++k) values[k] = std::sin(static_cast<float>(k)) * 3.0f;
+  const std::vector<float>* v = &values;
   auto producer = [v](g::TensorType t, int64_t n) {
     return [v, t, n] {
       std::vector<uint8_t> out;
@@ -323,17 +292,13 @@ g::Writer sample_writer(uint32_t alignment, std::vector<float> &values) {
       return out;
     };
   };
-  w.add_tensor("a.f32", g::TensorType::F32, {3},
-               producer(g::TensorType::F32, 3));
-  w.add_tensor("b.f16", g::TensorType::F16, {5, 3},
-               producer(g::TensorType::F16, 15));
-  w.add_tensor("c.bf16", g::TensorType::BF16, {7},
-               producer(g::TensorType::BF16, 7));
-  w.add_tensor("d.q8_0", g::TensorType::Q8_0, {32, 3},
-               producer(g::TensorType::Q8_0, 96));
+  w.add_tensor("a.f32", g::TensorType::F32, {3}, producer(g::TensorType::F32, 3));
+  w.add_tensor("b.f16", g::TensorType::F16, {5, 3}, producer(g::TensorType::F16, 15));
+  w.add_tensor("c.bf16", g::TensorType::BF16, {7}, producer(g::TensorType::BF16, 7));
+  w.add_tensor("d.q8_0", g::TensorType::Q8_0, {32, 3}, producer(g::TensorType::Q8_0, 96));
   return w;
 }
-} // namespace
+}  // namespace
 
 TEST(GgufFile, WriterAndReaderAgreeOnEveryKeyAndTensor) {
   for (uint32_t alignment : {32u, 64u}) {
@@ -357,16 +322,10 @@ TEST(GgufFile, WriterAndReaderAgreeOnEveryKeyAndTensor) {
     const g::File f = g::File::read(path);
     EXPECT_EQ(f.version, 3u);
     EXPECT_EQ(f.alignment, alignment);
-    std::vector<std::string> keys = {"general.architecture",
-                                     "test.count",
-                                     "test.signed",
-                                     "test.big",
-                                     "test.eps",
-                                     "test.flag",
-                                     "test.words",
-                                     "test.ints"};
-    if (alignment != 32)
-      keys.insert(keys.begin(), "general.alignment");
+    std::vector<std::string> keys = {
+        "general.architecture", "test.count", "test.signed", "test.big", "test.eps", "test.flag",
+        "test.words",           "test.ints"};
+    if (alignment != 32) keys.insert(keys.begin(), "general.alignment");
     EXPECT_EQ(f.key_order, keys);
     EXPECT_EQ(f.get("general.architecture", g::ValueType::String).s, "test");
     EXPECT_EQ(f.get("test.count", g::ValueType::U32).u, 7u);
@@ -374,11 +333,11 @@ TEST(GgufFile, WriterAndReaderAgreeOnEveryKeyAndTensor) {
     EXPECT_EQ(f.get("test.big", g::ValueType::U64).u, uint64_t(1) << 40);
     EXPECT_EQ(f.get("test.eps", g::ValueType::F32).f, double(1e-5f));
     EXPECT_EQ(f.get("test.flag", g::ValueType::Bool).u, 1u);
-    const g::Value &words = f.get("test.words", g::ValueType::Array);
+    const g::Value& words = f.get("test.words", g::ValueType::Array);
     ASSERT_EQ(words.element_type, g::ValueType::String);
     ASSERT_EQ(words.items.size(), 3u);
     EXPECT_EQ(words.items[2].s, "\xc4\xa0the");
-    const g::Value &ints = f.get("test.ints", g::ValueType::Array);
+    const g::Value& ints = f.get("test.ints", g::ValueType::Array);
     ASSERT_EQ(ints.element_type, g::ValueType::I32);
     EXPECT_EQ(ints.items[1].i, -2);
     if (alignment != 32) {
@@ -387,37 +346,29 @@ TEST(GgufFile, WriterAndReaderAgreeOnEveryKeyAndTensor) {
 
     EXPECT_EQ(f.data_start % alignment, 0u);
     ASSERT_EQ(f.tensors.size(), 4u);
-    const std::vector<std::string> names = {"a.f32", "b.f16", "c.bf16",
-                                            "d.q8_0"};
+    const std::vector<std::string> names = {"a.f32", "b.f16", "c.bf16", "d.q8_0"};
     const std::vector<std::vector<int64_t>> dims = {{3}, {5, 3}, {7}, {32, 3}};
     const std::vector<int64_t> sizes = {12, 30, 14, 102};
     uint64_t expected_offset = 0;
     for (size_t k = 0; k < 4; ++k) {
-      const g::TensorInfo &t = f.tensors[k];
+      const g::TensorInfo& t = f.tensors[k];
       EXPECT_EQ(t.name, names[k]);
       EXPECT_EQ(t.ne, dims[k]);
       EXPECT_EQ(t.nbytes(), sizes[k]);
       EXPECT_EQ(t.offset, expected_offset) << t.name;
       EXPECT_EQ(t.offset % alignment, 0u);
-      expected_offset += (static_cast<uint64_t>(sizes[k]) + alignment - 1) /
-                         alignment * alignment;
+      expected_offset += (static_cast<uint64_t>(sizes[k]) + alignment - 1) / alignment * alignment;
     }
     // The file ends with the last tensor; padding bytes are zero.
     EXPECT_EQ(f.file_size(), f.data_start + f.tensors[3].offset + 102);
-    for (uint64_t p = f.data_start + 12; p < f.data_start + f.tensors[1].offset;
-         ++p)
+    for (uint64_t p = f.data_start + 12; p < f.data_start + f.tensors[1].offset; ++p)
       EXPECT_EQ(raw[p], 0) << "padding byte " << p;
     // Data: f32 exact; f16/bf16/q8_0 as the codecs give them.
     const std::vector<float> a = f.tensor_f32("a.f32");
-    for (size_t k = 0; k < 3; ++k)
-      EXPECT_EQ(a[k], values[k]);
-    EXPECT_LE(worst_ratio(f.tensor_f32("b.f16"), values.data(), 15, 0, 0x1p-11),
-              1.0);
-    EXPECT_LE(worst_ratio(f.tensor_f32("c.bf16"), values.data(), 7, 0, 0x1p-8),
-              1.0);
-    EXPECT_LE(worst_ratio(f.tensor_f32("d.q8_0"), values.data(), 96,
-                          3.0 / 127 * 0.57, 0),
-              1.0);
+    for (size_t k = 0; k < 3; ++k) EXPECT_EQ(a[k], values[k]);
+    EXPECT_LE(worst_ratio(f.tensor_f32("b.f16"), values.data(), 15, 0, 0x1p-11), 1.0);
+    EXPECT_LE(worst_ratio(f.tensor_f32("c.bf16"), values.data(), 7, 0, 0x1p-8), 1.0);
+    EXPECT_LE(worst_ratio(f.tensor_f32("d.q8_0"), values.data(), 96, 3.0 / 127 * 0.57, 0), 1.0);
   }
 }
 
@@ -429,45 +380,44 @@ TEST(GgufFile, EveryTruncationAndCorruptionIsAnError) {
   ASSERT_NO_THROW(g::File::parse(good, path));
   // Every strict prefix is refused (the last tensor's data ends the file).
   for (size_t n = 0; n < good.size(); ++n)
-    EXPECT_THROW(g::File::parse({good.begin(), good.begin() + n}, path), Error)
-        << "prefix of " << n << " bytes";
+    EXPECT_THROW(g::File::parse({good.begin(), good.begin() + n}, path), Error) << "prefix of " << n << " bytes";
 
   auto patched = [&](size_t at, std::vector<uint8_t> with) {
     std::vector<uint8_t> b = good;
     std::copy(with.begin(), with.end(), b.begin() + at);
     return b;
   };
-  expect_error(
-      [&] {
-        g::File::parse(patched(0, {'G', 'G', 'M', 'L'}), path);
-      },
-      {path.string(), "not a GGUF file"});
-  expect_error(
-      [&] {
-        g::File::parse(patched(4, {2, 0, 0, 0}), path);
-      },
-      {"GGUF v2"});
+  expect_error([&] { g::File::parse(patched(0, {'G', 'G', 'M', 'L'}), path); }, {path.string(), "not a GGUF file"});
+  expect_error([&] { g::File::parse(patched(4, {2, 0, 0, 0}), path); }, {"GGUF v2"});
   const g::File f = g::File::parse(good, path);
   std::vector<uint8_t> misaligned = good;
   {
     // Find "a.f32" in the tensor infos and step over to its offset.
     const std::string name = "a.f32";
-    auto it = std::search(misaligned.begin(), misaligned.end(), name.begin(),
-                          name.end());
+    auto it = std::search(misaligned.begin(), misaligned.end(), name.begin(), name.end());
     ASSERT_NE(it, misaligned.end());
-    const size_t offset_at =
-        static_cast<size_t>(it - misaligned.begin()) + 5 + 4 + 8 + 4;
+    const size_t offset_at = static_cast<size_t>(it - misaligned.begin()) + 5 + 4 + 8 + 4;
     const uint64_t bad = 4;
     std::memcpy(misaligned.data() + offset_at, &bad, 8);
     // and its type to an unknown one
     std::vector<uint8_t> bad_type = good;
     const uint32_t q4 = 2;
     std::memcpy(bad_type.data() + offset_at - 4, &q4, 4);
-    expect_error([&] { g::File::parse(bad_type, path); },
-                 {"'a.f32'", "ggml type 2"});
+    expect_error([&] { g::File::parse(bad_type, path); }, {"'a.f32'", "ggml type 2"});
   }
-  expect_error([&] { g::File::parse(misaligned, path); },
-               {"'a.f32'", "not a multiple of the alignment"});
+  expect_error([&] { g::File::parse(misaligned, path); }, {"'a.f32'", "not a multiple of the alignment"});
+  // Dimensions whose product would overflow 64 bits are refused by name.
+  {
+    const std::string name = "b.f16";
+    std::vector<uint8_t> b = good;
+    auto it = std::search(b.begin(), b.end(), name.begin(), name.end());
+    ASSERT_NE(it, b.end());
+    const size_t dims_at = static_cast<size_t>(it - b.begin()) + 5 + 4;
+    const uint64_t huge = uint64_t(1) << 39;
+    std::memcpy(b.data() + dims_at, &huge, 8);
+    std::memcpy(b.data() + dims_at + 8, &huge, 8);
+    expect_error([&] { g::File::parse(b, path); }, {"'b.f16'", "more elements than the file"});
+  }
   // A bool byte other than 0/1.
   {
     const std::string key = "test.flag";
@@ -478,8 +428,7 @@ TEST(GgufFile, EveryTruncationAndCorruptionIsAnError) {
     expect_error([&] { g::File::parse(b, path); }, {"test.flag", "bool"});
   }
   // Asking for a key with the wrong type names both.
-  expect_error([&] { f.get("test.count", g::ValueType::I32); },
-               {"test.count", "u32", "i32"});
+  expect_error([&] { f.get("test.count", g::ValueType::I32); }, {"test.count", "u32", "i32"});
   expect_error([&] { f.tensor("missing"); }, {"missing"});
 }
 
@@ -488,24 +437,11 @@ TEST(GgufFile, WriterRefusesWhatGgufCannotHold) {
   auto none = [] { return std::vector<uint8_t>(); };
   w.add_u32("a.key", 1);
   expect_error([&] { w.add_u32("a.key", 2); }, {"a.key", "twice"});
-  expect_error(
-      [&] {
-        w.add_tensor(std::string(65, 'x'), g::TensorType::F32, {1}, none);
-      },
-      {"64 bytes"});
-  expect_error(
-      [&] {
-        w.add_tensor("odd", g::TensorType::Q8_0, {48, 2}, none);
-      },
-      {"'odd'", "48", "q8_0"});
-  expect_error(
-      [&] {
-        w.add_tensor("five", g::TensorType::F32, {1, 1, 1, 1, 1}, none);
-      },
-      {"'five'", "5 dims"});
+  expect_error([&] { w.add_tensor(std::string(65, 'x'), g::TensorType::F32, {1}, none); }, {"64 bytes"});
+  expect_error([&] { w.add_tensor("odd", g::TensorType::Q8_0, {48, 2}, none); }, {"'odd'", "48", "q8_0"});
+  expect_error([&] { w.add_tensor("five", g::TensorType::F32, {1, 1, 1, 1, 1}, none); }, {"'five'", "5 dims"});
   w.add_tensor("short", g::TensorType::F32, {4}, none);
-  expect_error([&] { w.write(scratch("short") / "t.gguf"); },
-               {"'short'", "produced 0 bytes"});
+  expect_error([&] { w.write(scratch("short") / "t.gguf"); }, {"'short'", "produced 0 bytes"});
   expect_error([] { g::Writer bad(12); }, {"alignment 12"});
 }
 
@@ -531,18 +467,16 @@ TEST(GgufExport, Gpt2KeysTokenizerNamesAndF32Bytes) {
   EXPECT_EQ(u32_of(f, "gpt2.attention.head_count"), 4u);
   EXPECT_EQ(u32_of(f, "gpt2.attention.head_count_kv"), 4u);
   EXPECT_EQ(u32_of(f, "gpt2.vocab_size"), 264u);
-  EXPECT_FLOAT_EQ(
-      f.get("gpt2.attention.layer_norm_epsilon", g::ValueType::F32).f, 1e-5f);
+  EXPECT_FLOAT_EQ(f.get("gpt2.attention.layer_norm_epsilon", g::ValueType::F32).f, 1e-5f);
   EXPECT_FALSE(f.has("gpt2.rope.freq_base"));
 
   // Tokenizer: GPT-2 BPE, tokens in byte-to-unicode form, <|endoftext|> a
   // control token used as BOS and EOS, merges in rank order.
-  const data::BpeTokenizer &tok = *src.tokenizer;
+  const data::BpeTokenizer& tok = *src.tokenizer;
   EXPECT_EQ(f.get("tokenizer.ggml.model", g::ValueType::String).s, "gpt2");
   EXPECT_EQ(f.get("tokenizer.ggml.pre", g::ValueType::String).s, "gpt-2");
-  const g::Value &tokens = f.get("tokenizer.ggml.tokens", g::ValueType::Array);
-  const g::Value &types =
-      f.get("tokenizer.ggml.token_type", g::ValueType::Array);
+  const g::Value& tokens = f.get("tokenizer.ggml.tokens", g::ValueType::Array);
+  const g::Value& types = f.get("tokenizer.ggml.token_type", g::ValueType::Array);
   ASSERT_EQ(tokens.items.size(), 264u);
   ASSERT_EQ(types.items.size(), 264u);
   EXPECT_EQ(types.element_type, g::ValueType::I32);
@@ -550,13 +484,13 @@ TEST(GgufExport, Gpt2KeysTokenizerNamesAndF32Bytes) {
     EXPECT_EQ(tokens.items[id].s, tok.token_string(id)) << id;
     EXPECT_EQ(types.items[id].i, id == 263 ? 3 : 1) << id;
   }
-  EXPECT_EQ(tokens.items[32].s, "\xc4\xa0"); // the space byte
+  EXPECT_EQ(tokens.items[32].s, "\xc4\xa0");  // the space byte
   EXPECT_EQ(tokens.items[263].s, "<|endoftext|>");
-  const g::Value &merges = f.get("tokenizer.ggml.merges", g::ValueType::Array);
+  const g::Value& merges = f.get("tokenizer.ggml.merges", g::ValueType::Array);
   ASSERT_EQ(merges.items.size(), 7u);
   EXPECT_EQ(merges.items[0].s, "t h");
   EXPECT_EQ(merges.items[2].s, "th e");
-  EXPECT_EQ(merges.items[4].s, "\xc4\xa0 the"); // BPE of " the": " " + "the"
+  EXPECT_EQ(merges.items[4].s, "\xc4\xa0 the");  // BPE of " the": " " + "the"
   EXPECT_EQ(u32_of(f, "tokenizer.ggml.bos_token_id"), 263u);
   EXPECT_EQ(u32_of(f, "tokenizer.ggml.eos_token_id"), 263u);
   EXPECT_EQ(f.get("tokenizer.ggml.add_bos_token", g::ValueType::Bool).u, 0u);
@@ -565,18 +499,17 @@ TEST(GgufExport, Gpt2KeysTokenizerNamesAndF32Bytes) {
   const auto names = gpt2_names(2);
   ASSERT_EQ(f.tensors.size(), names.size());
   EXPECT_EQ(f.tensors.front().name, "token_embd.weight");
-  for (const g::TensorInfo &t : f.tensors) {
+  for (const g::TensorInfo& t : f.tensors) {
     SCOPED_TRACE(t.name);
     ASSERT_TRUE(names.count(t.name));
-    const Tensor &m = src.tensors.at(names.at(t.name));
+    const Tensor& m = src.tensors.at(names.at(t.name));
     EXPECT_EQ(t.ne, reversed_shape(m));
     EXPECT_EQ(t.type, g::TensorType::F32);
     const auto bytes = f.tensor_bytes(t.name);
     ASSERT_EQ(bytes.size(), m.nbytes());
     EXPECT_EQ(std::memcmp(bytes.data(), m.data_ptr(), m.nbytes()), 0);
   }
-  EXPECT_EQ(f.tensor("blk.1.attn_qkv.weight").ne,
-            (std::vector<int64_t>{64, 192}));
+  EXPECT_EQ(f.tensor("blk.1.attn_qkv.weight").ne, (std::vector<int64_t>{64, 192}));
   EXPECT_EQ(f.tensor("token_embd.weight").ne, (std::vector<int64_t>{64, 264}));
 }
 
@@ -595,24 +528,21 @@ TEST(GgufExport, LlamaKeysAndRotaryRowsGiveModuAttentionScores) {
   EXPECT_EQ(u32_of(f, "llama.rope.dimension_count"), 16u);
   EXPECT_EQ(u32_of(f, "llama.vocab_size"), 264u);
   EXPECT_FLOAT_EQ(f.get("llama.rope.freq_base", g::ValueType::F32).f, 10000.0f);
-  EXPECT_FLOAT_EQ(
-      f.get("llama.attention.layer_norm_rms_epsilon", g::ValueType::F32).f,
-      1e-5f);
+  EXPECT_FLOAT_EQ(f.get("llama.attention.layer_norm_rms_epsilon", g::ValueType::F32).f, 1e-5f);
   EXPECT_FALSE(f.has("llama.attention.layer_norm_epsilon"));
 
   const auto names = llama_names(2);
   ASSERT_EQ(f.tensors.size(), names.size());
-  for (const g::TensorInfo &t : f.tensors) {
+  for (const g::TensorInfo& t : f.tensors) {
     SCOPED_TRACE(t.name);
     ASSERT_TRUE(names.count(t.name));
-    const Tensor &m = src.tensors.at(names.at(t.name));
+    const Tensor& m = src.tensors.at(names.at(t.name));
     EXPECT_EQ(t.ne, reversed_shape(m));
-    const bool rotary = t.name.find("attn_q.") != std::string::npos ||
-                        t.name.find("attn_k.") != std::string::npos;
+    const bool rotary = t.name.find("attn_q.") != std::string::npos || t.name.find("attn_k.") != std::string::npos;
     const auto bytes = f.tensor_bytes(t.name);
     if (!rotary) {
       EXPECT_EQ(std::memcmp(bytes.data(), m.data_ptr(), m.nbytes()), 0);
-    } else { // the same rows, reordered
+    } else {  // the same rows, reordered
       EXPECT_NE(std::memcmp(bytes.data(), m.data_ptr(), m.nbytes()), 0);
     }
   }
@@ -628,32 +558,25 @@ TEST(GgufExport, LlamaKeysAndRotaryRowsGiveModuAttentionScores) {
         std::vector<float> v(T * C);
         std::mt19937 rng(11);
         std::normal_distribution<float> n(0.0f, 1.0f);
-        for (float &e : v)
-          e = n(rng);
+        for (float& e : v) e = n(rng);
         return v;
       }(),
       Dims{T, C});
   auto [cos, sin] = rotary_tables(0, T, HS, 10000.0);
-  for (const char *which : {"q", "k"}) {
+  for (const char* which : {"q", "k"}) {
     SCOPED_TRACE(which);
     const int64_t heads = std::string(which) == "q" ? NH : NKV;
-    const Tensor &w = src.tensors.at(std::string("layers.1.self_attn.") +
-                                     which + "_proj.weight");
-    Tensor modu_rot =
-        rotary(matmul(x, w.t()).view(Dims{1, T, heads, HS}), cos, sin)
-            .contiguous();
-    const std::vector<float> wg =
-        f.tensor_f32(std::string("blk.1.attn_") + which + ".weight");
-    Tensor ggml_in = matmul(x, Tensor::from_vector(wg, Dims{heads * HS, C}).t())
-                         .contiguous();
-    const float *a = ggml_in.data<float>();
-    const float *ref = modu_rot.data<float>();
+    const Tensor& w = src.tensors.at(std::string("layers.1.self_attn.") + which + "_proj.weight");
+    Tensor modu_rot = rotary(matmul(x, w.t()).view(Dims{1, T, heads, HS}), cos, sin).contiguous();
+    const std::vector<float> wg = f.tensor_f32(std::string("blk.1.attn_") + which + ".weight");
+    Tensor ggml_in = matmul(x, Tensor::from_vector(wg, Dims{heads * HS, C}).t()).contiguous();
+    const float* a = ggml_in.data<float>();
+    const float* ref = modu_rot.data<float>();
     double worst = 0;
     for (int64_t t = 0; t < T; ++t)
       for (int64_t h = 0; h < heads; ++h)
         for (int64_t j = 0; j < HS / 2; ++j) {
-          const double angle =
-              static_cast<double>(t) * std::pow(10000.0, -2.0 * j / HS);
+          const double angle = static_cast<double>(t) * std::pow(10000.0, -2.0 * j / HS);
           const int64_t base = t * heads * HS + h * HS;
           const double x0 = a[base + 2 * j], x1 = a[base + 2 * j + 1];
           const double y0 = x0 * std::cos(angle) - x1 * std::sin(angle);
@@ -676,25 +599,21 @@ TEST(GgufExport, DtypesFollowLlamaCppRulesAndErrorBounds) {
       const auto want = dtype == "f16"    ? g::TensorType::F16
                         : dtype == "bf16" ? g::TensorType::BF16
                                           : g::TensorType::Q8_0;
-      EXPECT_EQ(u32_of(f, "general.file_type"), dtype == "f16"    ? 1u
-                                                : dtype == "bf16" ? 32u
-                                                                  : 7u);
+      EXPECT_EQ(u32_of(f, "general.file_type"), dtype == "f16" ? 1u : dtype == "bf16" ? 32u : 7u);
       EXPECT_EQ(f.has("general.quantization_version"), dtype == "q8_0");
       if (dtype == "q8_0") {
         EXPECT_EQ(u32_of(f, "general.quantization_version"), 2u);
       }
-      for (const g::TensorInfo &t : f.tensors) {
+      for (const g::TensorInfo& t : f.tensors) {
         SCOPED_TRACE(t.name);
-        const bool keep_f32 =
-            t.ne.size() == 1 || t.name == "position_embd.weight";
+        const bool keep_f32 = t.ne.size() == 1 || t.name == "position_embd.weight";
         EXPECT_EQ(t.type, keep_f32 ? g::TensorType::F32 : want);
         EXPECT_EQ(t.offset % 32, 0u);
-        if (t.name.find("attn_q.") != std::string::npos ||
-            t.name.find("attn_k.") != std::string::npos)
-          continue; // rows reordered: compared in the rotary test
-        const Tensor &m = src.tensors.at(names.at(t.name));
+        if (t.name.find("attn_q.") != std::string::npos || t.name.find("attn_k.") != std::string::npos)
+          continue;  // rows reordered: compared in the rotary test
+        const Tensor& m = src.tensors.at(names.at(t.name));
         const std::vector<float> back = f.tensor_f32(t.name);
-        const float *ref = m.data<float>();
+        const float* ref = m.data<float>();
         const size_t n = static_cast<size_t>(m.numel());
         ASSERT_EQ(back.size(), n);
         if (t.type == g::TensorType::F32) {
@@ -703,14 +622,12 @@ TEST(GgufExport, DtypesFollowLlamaCppRulesAndErrorBounds) {
           EXPECT_LE(worst_ratio(back, ref, n, 0x1p-25, 0x1p-11), 1.0);
         } else if (t.type == g::TensorType::BF16) {
           EXPECT_LE(worst_ratio(back, ref, n, 0, 0x1p-8), 1.0);
-        } else { // per-block bound of the codec test
+        } else {  // per-block bound of the codec test
           for (size_t b = 0; b < n / 32; ++b) {
             float amax = 0;
-            for (size_t k = 0; k < 32; ++k)
-              amax = std::max(amax, std::fabs(ref[b * 32 + k]));
+            for (size_t k = 0; k < 32; ++k) amax = std::max(amax, std::fabs(ref[b * 32 + k]));
             const double bound = amax / 127.0 * 0.57 + 1e-12;
-            for (size_t k = 0; k < 32; ++k)
-              ASSERT_LE(std::fabs(back[b * 32 + k] - ref[b * 32 + k]), bound);
+            for (size_t k = 0; k < 32; ++k) ASSERT_LE(std::fabs(back[b * 32 + k] - ref[b * 32 + k]), bound);
           }
         }
       }
@@ -719,8 +636,7 @@ TEST(GgufExport, DtypesFollowLlamaCppRulesAndErrorBounds) {
 }
 
 TEST(GgufExport, Q8_0KeepsRowsThatAreNotWholeBlocksInF16) {
-  const gpt::GptConfig c =
-      tiny_config("gpt2", /*n_embd=*/48); // ne0 48: not 32k
+  const gpt::GptConfig c = tiny_config("gpt2", /*n_embd=*/48);  // ne0 48: not 32k
   const g::File f = export_and_read(source_of(c), "q8_0", "gpt2_q8_odd");
   EXPECT_EQ(f.tensor("blk.0.attn_qkv.weight").type, g::TensorType::F16);
   EXPECT_EQ(f.tensor("token_embd.weight").type, g::TensorType::F16);
@@ -740,21 +656,17 @@ TEST(GgufExport, SameCheckpointSameBytes) {
   const fs::path c = scratch("det_c");
   write_gguf_export(source_of(tiny_config("llama"), 2), c, "f32");
   write_gguf_export(src, scratch("det_a"), "f32");
-  EXPECT_NE(
-      file_bytes(c / "model.gguf"),
-      file_bytes(scratch("det_a").parent_path() / "det_a" / "model.gguf"));
+  EXPECT_NE(file_bytes(c / "model.gguf"), file_bytes(scratch("det_a").parent_path() / "det_a" / "model.gguf"));
 }
 
 TEST(GgufExport, BadInputNamesTheProblem) {
   const ExportSource good = source_of(tiny_config("gpt2"));
   const fs::path dir = scratch("bad");
-  expect_error([&] { write_gguf_export(good, dir, "int4"); },
-               {"--dtype 'int4'", "f32, f16, bf16 or q8_0"});
+  expect_error([&] { write_gguf_export(good, dir, "int4"); }, {"--dtype 'int4'", "f32, f16, bf16 or q8_0"});
 
   ExportSource other = good;
   other.arch = "mamba";
-  expect_error([&] { write_gguf_export(other, dir, "f32"); },
-               {"'mamba'", "gpt2 and llama"});
+  expect_error([&] { write_gguf_export(other, dir, "f32"); }, {"'mamba'", "gpt2 and llama"});
 
   ExportSource missing = good;
   missing.tensors.erase("h.1.mlp.c_fc.bias");
@@ -763,8 +675,7 @@ TEST(GgufExport, BadInputNamesTheProblem) {
 
   ExportSource extra = good;
   extra.tensors.emplace("h.2.ln_1.weight", Tensor::ones(Dims{64}));
-  expect_error([&] { write_gguf_export(extra, dir, "f32"); },
-               {"model/h.2.ln_1.weight", "no place"});
+  expect_error([&] { write_gguf_export(extra, dir, "f32"); }, {"model/h.2.ln_1.weight", "no place"});
 
   ExportSource reshaped = good;
   reshaped.tensors["h.0.attn.c_proj.weight"] = Tensor::zeros(Dims{64, 32});
@@ -772,10 +683,8 @@ TEST(GgufExport, BadInputNamesTheProblem) {
                {"model/h.0.attn.c_proj.weight", "(64, 32)", "(64, 64)"});
 
   ExportSource nan = good;
-  nan.tensors["ln_f.weight"] =
-      Tensor::from_vector(std::vector<float>(64, std::nanf("")), Dims{64});
-  expect_error([&] { write_gguf_export(nan, dir, "f32"); },
-               {"model/ln_f.weight", "non-finite"});
+  nan.tensors["ln_f.weight"] = Tensor::from_vector(std::vector<float>(64, std::nanf("")), Dims{64});
+  expect_error([&] { write_gguf_export(nan, dir, "f32"); }, {"model/ln_f.weight", "non-finite"});
   EXPECT_FALSE(fs::exists(dir / "model.gguf"));
 }
 
@@ -788,11 +697,9 @@ TEST(GgufExport, EndToEndFromACheckpointThroughRunExport) {
   gpt::GPT model(c);
   model.init_weights(3);
   std::vector<checkpoint::ShardTensor> tensors;
-  for (const nn::ParamRef &p : model.parameters())
-    tensors.emplace_back("model/" + p.name, *p.tensor);
+  for (const nn::ParamRef& p : model.parameters()) tensors.emplace_back("model/" + p.name, *p.tensor);
   checkpoint::CommitInfo info;
-  info.metadata = json{
-      {"step", 5}, {"model", config_json(c)}, {"tokenizer", tok_dir.string()}};
+  info.metadata = json{{"step", 5}, {"model", config_json(c)}, {"tokenizer", tok_dir.string()}};
   checkpoint::save(root / "checkpoints", 5, tensors, info);
 
   ExportOptions o;
@@ -810,10 +717,9 @@ TEST(GgufExport, EndToEndFromACheckpointThroughRunExport) {
   // A later checkpoint whose weights diverged: the writer fails, and the good
   // export stays in place.
   tensors.clear();
-  for (const nn::ParamRef &p : model.parameters()) {
+  for (const nn::ParamRef& p : model.parameters()) {
     Tensor t = p.tensor->contiguous();
-    if (p.name == "norm.weight")
-      t = Tensor::full(t.shape(), std::nan(""));
+    if (p.name == "norm.weight") t = Tensor::full(t.shape(), std::nan(""));
     tensors.emplace_back("model/" + p.name, t);
   }
   info.metadata["step"] = 6;
@@ -821,9 +727,7 @@ TEST(GgufExport, EndToEndFromACheckpointThroughRunExport) {
   expect_error([&] { run_export(o); }, {"model/norm.weight", "non-finite"});
   EXPECT_EQ(file_bytes(root / "out" / "model.gguf"), before);
   std::vector<std::string> left;
-  for (const auto &e : fs::directory_iterator(root))
-    left.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(root)) left.push_back(e.path().filename().string());
   std::sort(left.begin(), left.end());
-  EXPECT_EQ(left,
-            (std::vector<std::string>{"checkpoints", "out", "tokenizer"}));
+  EXPECT_EQ(left, (std::vector<std::string>{"checkpoints", "out", "tokenizer"}));
 }
