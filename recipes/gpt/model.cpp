@@ -17,6 +17,31 @@ int64_t GptConfig::ffn() const {
   return (h + 63) / 64 * 64;
 }
 
+nlohmann::json config_to_json(const GptConfig& m) {
+  return nlohmann::json{{"arch", m.arch},       {"vocab_size", m.vocab_size}, {"pad_vocab_to", m.pad_vocab_to},
+                        {"n_layer", m.n_layer}, {"n_head", m.n_head},         {"n_kv_head", m.n_kv_head},
+                        {"n_embd", m.n_embd},   {"block_size", m.block_size}, {"ffn_hidden", m.ffn_hidden},
+                        {"dropout", m.dropout}, {"rope_theta", m.rope_theta}, {"norm_eps", m.norm_eps}};
+}
+
+GptConfig config_from_json(const nlohmann::json& j) {
+  GptConfig m;
+  m.arch = j.at("arch").get<std::string>();
+  m.vocab_size = j.at("vocab_size").get<int64_t>();
+  m.pad_vocab_to = j.at("pad_vocab_to").get<int64_t>();
+  m.n_layer = j.at("n_layer").get<int64_t>();
+  m.n_head = j.at("n_head").get<int64_t>();
+  m.n_kv_head = j.at("n_kv_head").get<int64_t>();
+  m.n_embd = j.at("n_embd").get<int64_t>();
+  m.block_size = j.at("block_size").get<int64_t>();
+  m.ffn_hidden = j.at("ffn_hidden").get<int64_t>();
+  m.dropout = j.at("dropout").get<double>();
+  m.rope_theta = j.at("rope_theta").get<double>();
+  m.norm_eps = j.at("norm_eps").get<double>();
+  m.validate();
+  return m;
+}
+
 void GptConfig::validate() const {
   MODU_CHECK(arch == "gpt2" || arch == "llama", "model.arch '", arch, "' is unknown: use gpt2 or llama");
   MODU_CHECK(vocab_size > 0 && n_layer > 0 && n_head > 0 && n_embd > 0 && block_size > 0,

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "nn/module.h"
 
 namespace modu::gpt {
@@ -41,6 +43,11 @@ struct GptConfig {
   bool is_llama() const { return arch == "llama"; }
   void validate() const;  // throws naming the bad field
 };
+
+// The config as a checkpoint's metadata["model"] stores it (every field that changes what the model computes;
+// `recompute` is a training choice and is not stored), and back (validated; throws naming the missing field).
+nlohmann::json config_to_json(const GptConfig& c);
+GptConfig config_from_json(const nlohmann::json& j);
 
 // Per-layer key/value cache for generation: k, v (B, NKV, capacity, HS).
 struct KVCache {

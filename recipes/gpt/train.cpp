@@ -90,31 +90,6 @@ gpt::GptConfig model_config(const Config& c) {
   return m;
 }
 
-json model_config_json(const gpt::GptConfig& m) {
-  return json{{"arch", m.arch},           {"vocab_size", m.vocab_size}, {"pad_vocab_to", m.pad_vocab_to},
-              {"n_layer", m.n_layer},     {"n_head", m.n_head},         {"n_kv_head", m.n_kv_head},
-              {"n_embd", m.n_embd},       {"block_size", m.block_size}, {"ffn_hidden", m.ffn_hidden},
-              {"dropout", m.dropout},     {"rope_theta", m.rope_theta}, {"norm_eps", m.norm_eps}};
-}
-
-gpt::GptConfig model_config_from_json(const json& j) {
-  gpt::GptConfig m;
-  m.arch = j.at("arch").get<std::string>();
-  m.vocab_size = j.at("vocab_size").get<int64_t>();
-  m.pad_vocab_to = j.at("pad_vocab_to").get<int64_t>();
-  m.n_layer = j.at("n_layer").get<int64_t>();
-  m.n_head = j.at("n_head").get<int64_t>();
-  m.n_kv_head = j.at("n_kv_head").get<int64_t>();
-  m.n_embd = j.at("n_embd").get<int64_t>();
-  m.block_size = j.at("block_size").get<int64_t>();
-  m.ffn_hidden = j.at("ffn_hidden").get<int64_t>();
-  m.dropout = j.at("dropout").get<double>();
-  m.rope_theta = j.at("rope_theta").get<double>();
-  m.norm_eps = j.at("norm_eps").get<double>();
-  m.validate();
-  return m;
-}
-
 // Peak FLOP/s of the training device, for MFU. CPU: cores x 2 FMA units x SIMD width x 2 at the
 // nominal clock (an upper bound; the recipe can override train.peak_tflops).
 double peak_flops(const Config& c, Device device) {
@@ -298,7 +273,7 @@ struct Trainer {
       info.metadata = json{{"step", step},
                            {"optimizer_steps", opt->steps_taken()},
                            {"data", {{"position", train_loader->position()}, {"seed", seed}, {"seq_len", seq_len}}},
-                           {"model", model_config_json(mc)},
+                           {"model", gpt::config_to_json(mc)},
                            {"tokenizer", tokenizer_spec},
                            {"recipe", cfg.effective_toml()},
                            {"lr_schedule", {{"kind", schedule.kind}, {"warmup", schedule.warmup},
@@ -351,8 +326,8 @@ struct Trainer {
     checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(from, oo);
     const json& meta = ck.metadata();
     json saved_model = meta.at("model");
-    MODU_CHECK(saved_model == model_config_json(mc), "resume: the checkpoint ", ck.dir().string(),
-               " holds a different model (", saved_model.dump(), ") than the recipe (", model_config_json(mc).dump(),
+    MODU_CHECK(saved_model == gpt::config_to_json(mc), "resume: the checkpoint ", ck.dir().string(),
+               " holds a different model (", saved_model.dump(), ") than the recipe (", gpt::config_to_json(mc).dump(),
                "); use the recipe it was trained with, or set train.resume = \"never\" with a new train.out_dir");
     NoGradGuard no_grad;
     const std::vector<nn::ParamRef>& params = opt->params();
@@ -388,7 +363,7 @@ struct Trainer {
     if (from.empty()) return;
     if (fs::exists(from / "checkpoints" / "latest")) from /= "checkpoints";  // a run folder
     checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(from);
-    const json saved = ck.metadata().at("model"), mine = model_config_json(mc);
+    const json saved = ck.metadata().at("model"), mine = gpt::config_to_json(mc);
     for (const char* key : {"arch", "norm_eps", "rope_theta"})
       MODU_CHECK(saved.at(key) == mine.at(key), "train.init_from: ", ck.dir().string(), " has model.", key, " = ",
                  saved.at(key).dump(), " but the recipe has ", mine.at(key).dump(), "; set the recipe's model.* to ",
@@ -665,7 +640,7 @@ int generate_main(const GenerateOptions& opts) {
   if (fs::exists(path / "checkpoints" / "latest")) path /= "checkpoints";  // a run folder
   checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(path);
   const json& meta = ck.metadata();
-  gpt::GptConfig mc = model_config_from_json(meta.at("model"));
+  gpt::GptConfig mc = gpt::config_from_json(meta.at("model"));
   mc.dropout = 0;
   gpt::GPT model(mc);
   {

@@ -34,30 +34,6 @@ using modu::Tensor;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-json config_json(const modu::gpt::GptConfig& m) {
-  return json{{"arch", m.arch},       {"vocab_size", m.vocab_size}, {"pad_vocab_to", m.pad_vocab_to},
-              {"n_layer", m.n_layer}, {"n_head", m.n_head},         {"n_kv_head", m.n_kv_head},
-              {"n_embd", m.n_embd},   {"block_size", m.block_size}, {"ffn_hidden", m.ffn_hidden},
-              {"dropout", m.dropout}, {"rope_theta", m.rope_theta}, {"norm_eps", m.norm_eps}};
-}
-
-modu::gpt::GptConfig config_from_json(const json& j) {
-  modu::gpt::GptConfig m;
-  m.arch = j.at("arch").get<std::string>();
-  m.vocab_size = j.at("vocab_size").get<int64_t>();
-  m.pad_vocab_to = j.at("pad_vocab_to").get<int64_t>();
-  m.n_layer = j.at("n_layer").get<int64_t>();
-  m.n_head = j.at("n_head").get<int64_t>();
-  m.n_kv_head = j.at("n_kv_head").get<int64_t>();
-  m.n_embd = j.at("n_embd").get<int64_t>();
-  m.block_size = j.at("block_size").get<int64_t>();
-  m.ffn_hidden = j.at("ffn_hidden").get<int64_t>();
-  m.dropout = 0.0;
-  m.rope_theta = j.at("rope_theta").get<double>();
-  m.norm_eps = j.at("norm_eps").get<double>();
-  return m;
-}
-
 std::string arg(int argc, char** argv, const std::string& flag, const std::string& fallback = "") {
   for (int i = 2; i + 1 < argc; ++i)
     if (argv[i] == flag) return argv[i + 1];
@@ -101,7 +77,7 @@ int make_checkpoint(int argc, char** argv) {
     }
   }
   modu::checkpoint::CommitInfo info;
-  info.metadata = json{{"step", 5}, {"model", config_json(c)}, {"tokenizer", "gpt2"}};
+  info.metadata = json{{"step", 5}, {"model", modu::gpt::config_to_json(c)}, {"tokenizer", "gpt2"}};
   info.layout = json{{"world_size", 1}, {"dp", 1}, {"tp", 1}, {"pp", 1}};
   modu::checkpoint::save(arg(argc, argv, "--out"), 5, tensors, info);
   return 0;
@@ -109,7 +85,8 @@ int make_checkpoint(int argc, char** argv) {
 
 int logits(int argc, char** argv) {
   modu::checkpoint::Checkpoint ck = modu::checkpoint::Checkpoint::open(arg(argc, argv, "--checkpoint"));
-  modu::gpt::GptConfig c = config_from_json(ck.metadata().at("model"));
+  modu::gpt::GptConfig c = modu::gpt::config_from_json(ck.metadata().at("model"));
+  c.dropout = 0;
   modu::gpt::GPT model(c);
   modu::NoGradGuard no_grad;
   for (const modu::nn::ParamRef& p : model.parameters()) ck.read("model/" + p.name, *p.tensor);

@@ -71,13 +71,6 @@ gpt::GptConfig tiny_config(const std::string& arch, int64_t n_embd = 64) {
   return c;
 }
 
-json config_json(const gpt::GptConfig& m) {
-  return json{{"arch", m.arch},       {"vocab_size", m.vocab_size}, {"pad_vocab_to", m.pad_vocab_to},
-              {"n_layer", m.n_layer}, {"n_head", m.n_head},         {"n_kv_head", m.n_kv_head},
-              {"n_embd", m.n_embd},   {"block_size", m.block_size}, {"ffn_hidden", m.ffn_hidden},
-              {"dropout", m.dropout}, {"rope_theta", m.rope_theta}, {"norm_eps", m.norm_eps}};
-}
-
 bool vocab_rows(const std::string& name) {
   return name == "wte.weight" || name == "embed_tokens.weight" || name == "lm_head.weight";
 }
@@ -91,7 +84,7 @@ ExportSource source_of(const gpt::GptConfig& c, uint64_t seed = 1) {
   ExportSource s;
   s.checkpoint_dir = "/in-memory/step_00000007";
   s.step = 7;
-  s.model = config_json(c);
+  s.model = gpt::config_to_json(c);
   s.arch = c.arch;
   s.vocab_size = c.vocab_size;
   s.tokenizer_spec = "<memory>";
@@ -699,7 +692,7 @@ TEST(GgufExport, EndToEndFromACheckpointThroughRunExport) {
   std::vector<checkpoint::ShardTensor> tensors;
   for (const nn::ParamRef& p : model.parameters()) tensors.emplace_back("model/" + p.name, *p.tensor);
   checkpoint::CommitInfo info;
-  info.metadata = json{{"step", 5}, {"model", config_json(c)}, {"tokenizer", tok_dir.string()}};
+  info.metadata = json{{"step", 5}, {"model", gpt::config_to_json(c)}, {"tokenizer", tok_dir.string()}};
   checkpoint::save(root / "checkpoints", 5, tensors, info);
 
   ExportOptions o;
