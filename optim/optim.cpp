@@ -22,14 +22,7 @@ void AdamW::ensure_state(size_t i) {
 void AdamW::step(double lr, double grad_scale) {
   NoGradGuard no_grad;
   ++t_;
-  AdamWAttrs a;
-  a.lr = lr;
-  a.beta1 = config_.beta1;
-  a.beta2 = config_.beta2;
-  a.eps = config_.eps;
-  a.bias_correction1 = 1 - std::pow(config_.beta1, static_cast<double>(t_));
-  a.bias_correction2 = 1 - std::pow(config_.beta2, static_cast<double>(t_));
-  a.grad_scale = grad_scale;
+  AdamWAttrs a = adamw_attrs(config_, t_, lr, grad_scale);
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = *params_[i].tensor;
     Tensor g = p.grad();
@@ -71,6 +64,18 @@ double grad_norm(const std::vector<nn::ParamRef>& params) {
     total = total.defined() ? add(total, s) : s;
   }
   return total.defined() ? std::sqrt(total.item()) : 0.0;
+}
+
+AdamWAttrs adamw_attrs(const AdamWConfig& config, int64_t t, double lr, double grad_scale) {
+  AdamWAttrs a;
+  a.lr = lr;
+  a.beta1 = config.beta1;
+  a.beta2 = config.beta2;
+  a.eps = config.eps;
+  a.bias_correction1 = 1 - std::pow(config.beta1, static_cast<double>(t));
+  a.bias_correction2 = 1 - std::pow(config.beta2, static_cast<double>(t));
+  a.grad_scale = grad_scale;
+  return a;
 }
 
 double clip_coefficient(double norm, double max_norm) {

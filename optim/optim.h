@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/ops/op_attrs.h"
 #include "nn/module.h"
 
 namespace modu::optim {
@@ -56,6 +57,9 @@ double grad_norm(const std::vector<nn::ParamRef>& params);
 // when max_norm <= 0. AdamW::step(lr, clip_coefficient(grad_norm(params), max_norm)) is clip_grad_norm
 // followed by step(lr) without the extra pass over the gradients.
 double clip_coefficient(double norm, double max_norm);
+// The adamw_ op's attributes for update number `t` (1-based: bias corrections 1 - beta^t) at learning rate
+// `lr`, gradients scaled by `grad_scale`; weight_decay is left 0 for the caller to set per parameter.
+AdamWAttrs adamw_attrs(const AdamWConfig& config, int64_t t, double lr, double grad_scale);
 
 // Linear warmup from 0 to max_lr over `warmup` steps, then cosine or linear decay to min_lr at
 // `total` steps, constant min_lr after; "constant" keeps max_lr after warmup.

@@ -170,14 +170,7 @@ void DataParallel::step(double lr, double grad_scale) {
   }
   NoGradGuard no_grad;
   ++t_;
-  AdamWAttrs a;
-  a.lr = lr;
-  a.beta1 = adamw_config_.beta1;
-  a.beta2 = adamw_config_.beta2;
-  a.eps = adamw_config_.eps;
-  a.grad_scale = grad_scale;
-  a.bias_correction1 = 1 - std::pow(adamw_config_.beta1, static_cast<double>(t_));
-  a.bias_correction2 = 1 - std::pow(adamw_config_.beta2, static_cast<double>(t_));
+  AdamWAttrs a = optim::adamw_attrs(adamw_config_, t_, lr, grad_scale);
   for (Bucket& b : buckets_) {
     for_each_owned(b, [&](const Segment& s, int64_t first, int64_t last, int64_t lo) {
       if (!had_grad_[s.param]) return;
