@@ -243,6 +243,13 @@ Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
   int64_t T = idx.size(1), past = cache ? cache->length : 0;
   MODU_CHECK(past + T <= config_.block_size, "GPT.forward: ", past + T, " positions exceed model.block_size ",
              config_.block_size);
+  Tensor x = blocks(embed(idx, past), 0, config_.n_layer, cache);
+  if (cache) cache->length += T;
+  return head(x);
+}
+
+Tensor GPT::embed(const Tensor& idx, int64_t past) {
+  int64_t T = idx.size(1);
   Device dev = wte_->weight().device();
   Tensor x = wte_->forward(idx.to(dev));  // (B, T, C)
   if (!config_.is_llama()) {
@@ -251,9 +258,17 @@ Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
   }
   double p = training_ ? config_.dropout : 0.0;
   if (p > 0) x = dropout(x, p, dropout_gen_);
+  return x;
+}
+
+Tensor GPT::blocks(const Tensor& input, int64_t begin, int64_t end, KVCache* cache) {
+  MODU_CHECK(0 <= begin && begin <= end && end <= config_.n_layer, "GPT.blocks: layers [", begin, ", ", end,
+             ") are not within the model's ", config_.n_layer);
+  Device dev = wte_->weight().device();
   Tensor cos = rope_cos_.defined() ? rope_cos_.to(dev) : Tensor();  // cast to the queries' dtype per use
   Tensor sin = rope_sin_.defined() ? rope_sin_.to(dev) : Tensor();
-  for (size_t l = 0; l < blocks_.size(); ++l) {
+  Tensor x = input;
+  for (size_t l = static_cast<size_t>(begin); l < static_cast<size_t>(end); ++l) {
     Block* b = blocks_[l].get();
     if (config_.recompute && training_ && !cache && grad_mode_enabled()) {
       bool train = training_;
@@ -266,10 +281,14 @@ Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
       x = b->forward(x, cache, l, dropout_gen_, training_, cos, sin);
     }
   }
-  if (cache) cache->length += T;
-  x = config_.is_llama() ? norm_f_->forward(x) : ln_f_->forward(x);
+  return x;
+}
+
+Tensor GPT::head(const Tensor& input, const Tensor& tied) {
+  Tensor x = config_.is_llama() ? norm_f_->forward(input) : ln_f_->forward(input);
   if (config_.is_llama()) return lm_head_->forward(x);
-  return matmul(nn::autocast(x), nn::autocast(wte_->weight()).t());  // tied head: (B, T, C) @ (C, Vp)
+  const Tensor& w = tied.defined() ? tied : wte_->weight();
+  return matmul(nn::autocast(x), nn::autocast(w).t());  // tied head: (B, T, C) @ (C, Vp)
 }
 
 Tensor GPT::loss(const Tensor& logits, const Tensor& targets) const {

@@ -68,6 +68,14 @@ class GPT : public nn::Module {
 
   // logits (B, T, Vp). With a cache, idx holds the next T tokens after cache->length positions.
   Tensor forward(const Tensor& idx, KVCache* cache = nullptr);
+  // The pieces forward() is made of, for pipeline stages (recipes/gpt/pipeline.h):
+  //   embed: idx (B, T) -> x (B, T, C), token (+ learned position from `past`) embedding and dropout;
+  //   blocks: x (B, T, C) -> (B, T, C) through layers [begin, end) (with recompute when configured);
+  //   head: x (B, T, C) -> logits (B, T, Vp), final norm and LM head; gpt2 multiplies by `tied` when given (a
+  //   copy of wte.weight held by the last stage) instead of wte.weight.
+  Tensor embed(const Tensor& idx, int64_t past = 0);
+  Tensor blocks(const Tensor& x, int64_t begin, int64_t end, KVCache* cache = nullptr);
+  Tensor head(const Tensor& x, const Tensor& tied = Tensor());
   // Mean cross-entropy of logits (B, T, Vp) against targets (B, T), over the real vocabulary.
   Tensor loss(const Tensor& logits, const Tensor& targets) const;
 

@@ -16,6 +16,10 @@
 //    logged loss is the global mean. Rank 0 alone prints and writes metrics; every rank writes its
 //    shard of each checkpoint (ZeRO: its optimizer-state pieces as flat ranges; rank 0 the weights),
 //    rank 0 commits, and a checkpoint resumes under any DP size (the pieces are re-sliced).
+//  - Pipeline parallelism (parallel.pp > 1; recipes/gpt/pipeline.h): each stage owns, updates and checkpoints
+//    its layers; the step's micro-batches go through the 1F1B or interleaved schedule, gradients are
+//    averaged over the DP group after the last backward, the clip norm is summed over the stages, and the
+//    loss is the last stages' mean. DP rank 0 of every stage writes its stage's weights (global names).
 //  - Checkpoints go to OUT_DIR/checkpoints/step_NNNNNNNN/ (checkpoint/ layer: manifest last, then
 //    `latest`); metrics to OUT_DIR/metrics.jsonl, one object per logged step.
 #include <omp.h>
@@ -43,6 +47,7 @@
 #include "parallel/mesh.h"
 #include "recipes/entry.h"
 #include "recipes/gpt/model.h"
+#include "recipes/gpt/pipeline.h"
 #include "recipes/gpt/sampling.h"
 #include "recipes/metrics.h"
 
@@ -120,6 +125,7 @@ struct Trainer {
   Device device;
   std::unique_ptr<gpt::GPT> model;
   std::unique_ptr<parallel::DataParallel> opt;  // AdamW, replicated or ZeRO-sharded over DP
+  std::unique_ptr<gpt::PipelineStage> pipeline;  // parallel.pp > 1: this rank's stage
   // The job: the world communicator, its DP x TP x PP mesh and this rank's groups. The DP group's
   // gradients go through grad_comm (the DP group itself on CPU, NCCL over it on CUDA).
   parallel::Communicator* world = nullptr;
@@ -148,9 +154,9 @@ struct Trainer {
     rank = world->rank();
     chief = rank == 0;
     const int64_t tp = cfg.get<int64_t>("parallel.tp"), pp = cfg.get<int64_t>("parallel.pp");
-    MODU_CHECK(tp == 1 && pp == 1, "parallel.tp = ", tp, ", parallel.pp = ", pp,
-               ": tensor and pipeline parallelism are not implemented yet (data parallelism is: start more "
-               "ranks with mpirun -np N); set parallel.tp = 1 and parallel.pp = 1");
+    MODU_CHECK(tp == 1, "parallel.tp = ", tp,
+               ": tensor parallelism is not implemented yet (data and pipeline parallelism are: start more "
+               "ranks with mpirun -np N, parallel.pp = stages); set parallel.tp = 1");
     zero = static_cast<int>(cfg.get<int64_t>("parallel.zero"));
     MODU_CHECK(zero >= 0 && zero <= 2, "parallel.zero = ", zero, ": use 0 (replicated AdamW), 1 (AdamW state "
                "sharded over data-parallel ranks) or 2 (gradients sharded too)");
@@ -177,6 +183,11 @@ struct Trainer {
     MODU_CHECK(batch > 0 && batch % micro == 0, "train.batch_size ", batch,
                " must be a positive multiple of train.micro_batch_size ", micro);
     mesh->check_batch(batch, micro);
+    MODU_CHECK(pp == 1 || parse_device(cfg.get<std::string>("train.device")).is_cpu(), "parallel.pp = ", pp,
+               ": pipeline stages exchange activations over MPI on the CPU only for now; set train.device = cpu");
+    MODU_CHECK(pp > 1 || cfg.get<int64_t>("parallel.virtual_stages") == 1,
+               "parallel.virtual_stages = ", cfg.get<int64_t>("parallel.virtual_stages"),
+               " needs a pipeline: set parallel.pp > 1, or parallel.virtual_stages = 1");
     MODU_CHECK(seq_len <= mc.block_size, "train.seq_len ", seq_len, " exceeds model.block_size ", mc.block_size);
     seed = static_cast<uint64_t>(cfg.get<int64_t>("train.seed"));
 
@@ -203,6 +214,10 @@ struct Trainer {
     }
     groups = parallel::make_groups(*world, *mesh);
     grad_comm = groups.dp.get();
+    if (pp > 1)  // refuses bad layouts (chunks > layers, micro-batches vs schedule) before any work
+      pipeline = std::make_unique<gpt::PipelineStage>(
+          *model, *groups.pp, cfg.get<std::string>("parallel.schedule"),
+          static_cast<int>(cfg.get<int64_t>("parallel.virtual_stages")), static_cast<int>(batch / (micro * dp_size)));
     const std::string comm_kind = cfg.get<std::string>("parallel.comm");
     MODU_CHECK(comm_kind == "auto" || comm_kind == "nccl", "parallel.comm = \"", comm_kind,
                "\": use auto (MPI on CPU, NCCL on CUDA when there are several DP ranks) or nccl");
@@ -223,7 +238,8 @@ struct Trainer {
     dpo.zero = zero;
     dpo.bucket_mb = cfg.get<double>("parallel.bucket_mb");
     dpo.force_communication = comm_kind == "nccl";  // the whole DP path, even on one GPU
-    opt = std::make_unique<parallel::DataParallel>(model->parameters(), *grad_comm, oc, dpo);
+    opt = std::make_unique<parallel::DataParallel>(pipeline ? pipeline->parameters() : model->parameters(), *grad_comm,
+                                                   oc, dpo);
     schedule.kind = cfg.get<std::string>("optim.schedule");
     schedule.warmup = cfg.get<int64_t>("optim.warmup_steps");
     schedule.total = steps;
@@ -236,6 +252,7 @@ struct Trainer {
     fs::create_directories(out_dir);
     init_from();
     resume();
+    if (pipeline) pipeline->sync_tied_weights();  // gpt2: the last stage's copy of wte, as loaded
     if (chief) metrics = MetricsWriter(out_dir.string());
   }
 
@@ -247,10 +264,11 @@ struct Trainer {
     if (exists) return;  // already saved at this step
     std::vector<checkpoint::ShardTensor> tensors;
     const std::vector<nn::ParamRef>& params = opt->params();
-    if (chief)
+    const bool stage_writer = dp_rank == 0;  // rank 0, or DP rank 0 of each pipeline stage: its stage's tensors
+    if (stage_writer)
       for (const nn::ParamRef& p : params) tensors.emplace_back("model/" + p.name, *p.tensor);
     if (!opt->sharded()) {  // replicated: rank 0 writes it, shaped like the parameters
-      if (chief)
+      if (stage_writer)
         for (const parallel::StatePiece& piece : opt->optimizer_pieces()) {
           tensors.emplace_back("optim/m/" + params[piece.param].name, piece.m);
           tensors.emplace_back("optim/v/" + params[piece.param].name, piece.v);
@@ -380,6 +398,8 @@ struct Trainer {
   }
 
   // ---- evaluation and samples -----------------------------------------------------------------
+  // Rank 0 evaluates; under PP, DP rank 0 of every stage (the forward runs through the stages).
+  bool evaluates() const { return chief || (pipeline && dp_rank == 0); }
   double evaluate() {
     if (!val_loader) return std::numeric_limits<double>::quiet_NaN();
     NoGradGuard no_grad;
@@ -389,7 +409,12 @@ struct Trainer {
     MODU_CHECK(batches > 0, "the validation split holds fewer than ", micro, " sequences of ", seq_len,
                " tokens: lower train.micro_batch_size or train.seq_len, or prepare more val data");
     double total = 0;
-    for (int64_t b = 0; b < batches; ++b) {
+    for (int64_t b = 0; b < batches && pipeline; ++b) {  // through the stages; the last one's loss
+      data::TokenBatch tb = val_loader->batch_at(static_cast<uint64_t>(b * micro), micro);
+      total += pipeline->forward_loss(tb.inputs, tb.targets, compute_dtype);
+    }
+    if (pipeline) total = groups.pp->sum(total);
+    for (int64_t b = 0; b < batches && !pipeline; ++b) {
       data::TokenBatch tb = val_loader->batch_at(static_cast<uint64_t>(b * micro), micro);
       nn::AutocastGuard autocast(compute_dtype);
       Tensor logits = model->forward(tb.inputs.to(device));
@@ -438,9 +463,14 @@ struct Trainer {
       std::cout << "layout: " << mesh->describe() << ", ZeRO-" << zero << ", " << opt->num_buckets()
                 << " gradient buckets, " << grad_comm->backend() << "\n"
                 << mesh->draw() << std::flush;
-    if (start_step == 0 && chief) {
+    if (pipeline)
+      std::cout << "pipeline: " << cfg.get<std::string>("parallel.schedule") << ", " << pipeline->stages()
+                << " stages x " << cfg.get<int64_t>("parallel.virtual_stages") << " chunks, " << accum
+                << " micro-batches per step; stage 0 holds layers [" << pipeline->layers(0).first << ", "
+                << pipeline->layers(0).second << ") of chunk 0" << std::endl;
+    if (start_step == 0 && evaluates()) {
       double v = evaluate();
-      if (!std::isnan(v)) {
+      if (!std::isnan(v) && chief) {
         metrics.write(json{{"step", 0}, {"val_loss", v}});
         std::cout << "step 0/" << steps << " | val_loss " << v << std::endl;
       }
@@ -453,8 +483,21 @@ struct Trainer {
       double lr = schedule.at(step);
       const int64_t bytes_before = grad_comm->bytes_sent();
       model->zero_grad();
-      double loss_sum = 0;
-      for (int64_t a = 0; a < accum; ++a) {
+      double loss_sum = 0, pp_wait = 0, pp_time = 0;
+      if (pipeline) {  // the step's micro-batches through the schedule, then DP averaging in one go
+        std::vector<Tensor> inputs, targets;
+        for (int64_t a = 0; a < accum; ++a) {  // every stage reads them, so every loader stays in step
+          data::TokenBatch tb = train_loader->next_local_batch(micro, dp_rank, dp_size);
+          inputs.push_back(tb.inputs);
+          targets.push_back(tb.targets);
+        }
+        auto f0 = std::chrono::steady_clock::now();
+        loss_sum = pipeline->forward_backward(inputs, targets, compute_dtype);
+        pp_time = std::chrono::duration<double>(std::chrono::steady_clock::now() - f0).count();
+        pp_wait = pipeline->wait_seconds;
+        opt->prepare_backward(true);  // no backward follows: finish_gradient_sync() averages every bucket
+      }
+      for (int64_t a = 0; a < accum && !pipeline; ++a) {
         // This rank's micro-batch of the global samples [g, g + dp_size * micro); g advances by all of them.
         data::TokenBatch tb = train_loader->next_local_batch(micro, dp_rank, dp_size);
         Tensor loss;
@@ -469,13 +512,19 @@ struct Trainer {
         scaled.backward();
       }
       opt->finish_gradient_sync();
-      double gnorm = opt->grad_norm();                            // of the DP-averaged gradient
+      double gnorm = opt->grad_norm();  // of the DP-averaged gradient
+      if (pipeline) gnorm = std::sqrt(groups.pp->sum(gnorm * gnorm));  // over the stages' parameters
       opt->step(lr, optim::clip_coefficient(gnorm, grad_clip));  // clipping folded into the update
+      if (pipeline) pipeline->sync_tied_weights();
       // The global mean loss, and whether any rank was asked to stop (all ranks stop at the same step).
-      Tensor agreed = Tensor::from_vector(
-          std::vector<double>{loss_sum / static_cast<double>(accum), g_stop_signal.load() != 0 ? 1.0 : 0.0}, Dims{2});
+      // Under PP only the last stages hold losses; the pipeline's receive waits and forward-backward time
+      // (summed over the ranks) give the measured bubble.
+      const bool has_loss = !pipeline || pipeline->last();
+      Tensor agreed = Tensor::from_vector(std::vector<double>{has_loss ? loss_sum / static_cast<double>(accum) : 0.0,
+                                                              g_stop_signal.load() != 0 ? 1.0 : 0.0, pp_wait, pp_time},
+                                          Dims{4});
       world->all_reduce(agreed, parallel::ReduceOp::Sum);
-      double loss = agreed.data<double>()[0] / static_cast<double>(world->size());
+      double loss = agreed.data<double>()[0] / static_cast<double>(world->size() / mesh->pp());
       bool signalled = agreed.data<double>()[1] > 0;
       const int64_t step_bytes = grad_comm->bytes_sent() - bytes_before;  // this rank's DP traffic
       MODU_CHECK(std::isfinite(loss), "training diverged at step ", step + 1, ": loss is ", loss,
@@ -499,24 +548,30 @@ struct Trainer {
             record["dp_bytes_sent"] = step_bytes;
             record["optimizer_state_bytes"] = opt->optimizer_state_bytes();
           }
+          if (pipeline) {  // for bench/parallel: mean receive wait and forward-backward time per rank
+            record["pp_wait_s"] = agreed.data<double>()[2] / world->size();
+            record["pp_forward_backward_s"] = agreed.data<double>()[3] / world->size();
+          }
           metrics.write(record);
         }
         window_time = 0;
         window_tokens = 0;
       }
-      if (chief && ((eval_every > 0 && done % eval_every == 0) || last)) {
+      if (evaluates() && ((eval_every > 0 && done % eval_every == 0) || last)) {
         double v = evaluate();
-        if (!std::isnan(v)) {
+        if (!std::isnan(v) && chief) {
           metrics.write(json{{"step", done}, {"val_loss", v}});
           std::cout << "step " << done << "/" << steps << " | val_loss " << v << std::endl;
         }
       }
-      if (chief && sample_every > 0 && (done % sample_every == 0 || last)) print_sample();
+      if (chief && !pipeline && sample_every > 0 && (done % sample_every == 0 || last)) print_sample();
       if ((ckpt_every > 0 && done % ckpt_every == 0) || last || stop) save_checkpoint(done);
       if (stop) {
-        if (signalled)
-          std::cout << "stopped by signal " << std::max(1, g_stop_signal.load()) << " after step " << done
-                    << "; resume with the same command" << std::endl;
+        if (signalled)  // this rank's signal, or another rank's (the stop flag is agreed on above)
+          std::cout << "stopped by "
+                    << (g_stop_signal.load() != 0 ? "signal " + std::to_string(g_stop_signal.load())
+                                                  : std::string("a signal to another rank"))
+                    << " after step " << done << "; resume with the same command" << std::endl;
         else
           std::cout << "stopped after step " << done << " (train.stop_after); resume with the same command"
                     << std::endl;

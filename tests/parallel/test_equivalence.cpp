@@ -285,3 +285,107 @@ TEST(Equivalence, BadLayoutsStopBeforeAnyWork) {
   EXPECT_NE(log.find("train.micro_batch_size (at most 2"), std::string::npos) << log;
   EXPECT_FALSE(fs::exists(out / "metrics.jsonl"));
 }
+
+// ---- pipeline parallelism (CTest parallel_pipeline; recipes/gpt/pipeline.h) ----------------------------
+// An 8-layer version of the tiny model (PP4 x 2 chunks needs 8) with one sequence per micro-batch: 8
+// micro-batches per step on one DP rank, 4 under DP2. Each layout against one process (micro-batch 2) on the
+// same global batch: per-step loss within 1e-5 relative, final weights (read from the stages' shards by
+// global name) within 5e-5 absolute.
+namespace {
+
+const char* kPipelineSets = " --set model.n_layer=8 --set train.micro_batch_size=1";
+
+struct PipeLayout {
+  const char* name;
+  int np;
+  int pp;
+  const char* schedule;
+  int chunks;
+  int zero;
+};
+
+fs::path train_pp(const std::string& arch, const PipeLayout& l, const std::string& extra = "") {
+  std::string sets = std::string(kPipelineSets) + " --set parallel.pp=" + std::to_string(l.pp) +
+                     " --set parallel.schedule=" + l.schedule +
+                     " --set parallel.virtual_stages=" + std::to_string(l.chunks) + extra;
+  return train(arch + "_" + l.name, arch, l.np, l.zero, sets);
+}
+
+void pipeline_equivalence(const std::string& arch, const std::vector<PipeLayout>& layouts) {
+  fs::path ref = train(arch + "_pp_ref", arch, 1, 0, " --set model.n_layer=8");
+  auto ref_loss = losses(ref);
+  ASSERT_EQ(ref_loss.size(), 10u) << read_text(ref.string() + ".log");
+  auto ref_w = tensors(ref, "model/");
+  std::printf("%-6s %-26s %-22s %-22s\n", "recipe", "layout", "max rel loss diff", "max abs weight diff");
+  for (const PipeLayout& l : layouts) {
+    fs::path run = train_pp(arch, l);
+    auto lo = losses(run);
+    auto w = tensors(run, "model/");
+    double dl = max_rel_loss_diff(lo, ref_loss), dw = max_abs_diff(w, ref_w);
+    std::printf("%-6s %-26s %-22.3e %-22.3e\n", arch.c_str(), l.name, dl, dw);
+    EXPECT_EQ(lo.size(), 10u) << read_text(run.string() + ".log");
+    EXPECT_LE(dl, 1e-5) << arch << " " << l.name;
+    EXPECT_LE(dw, 5e-5) << arch << " " << l.name;
+    checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(run / "checkpoints");
+    EXPECT_EQ(ck.world_size(), l.np);
+    EXPECT_EQ(ck.layout().at("pp"), l.pp);
+  }
+}
+
+}  // namespace
+
+TEST(Pipeline, GptLayoutsMatchOneProcess) {
+  pipeline_equivalence("gpt", {{"PP2_1f1b", 2, 2, "1f1b", 1, 0},
+                               {"PP4_1f1b", 4, 4, "1f1b", 1, 0},
+                               {"PP2_interleaved_v2", 2, 2, "interleaved", 2, 0},
+                               {"PP4_interleaved_v2", 4, 4, "interleaved", 2, 0},
+                               {"DP2xPP2_1f1b_zero0", 4, 2, "1f1b", 1, 0},
+                               {"DP2xPP2_1f1b_zero1", 4, 2, "1f1b", 1, 1},
+                               {"DP2xPP2_interleaved_zero2", 4, 2, "interleaved", 2, 2}});
+}
+
+TEST(Pipeline, LlamaLayoutsMatchOneProcess) {
+  pipeline_equivalence("llama", {{"PP2_1f1b", 2, 2, "1f1b", 1, 0},
+                                 {"PP4_interleaved_v2", 4, 4, "interleaved", 2, 0},
+                                 {"DP2xPP2_1f1b_zero2", 4, 2, "1f1b", 1, 2}});
+}
+
+// Same-layout resume under DP2 x PP2 ZeRO-1: stop after 5 steps, resume, bit-identical to the straight run.
+TEST(Pipeline, ResumeAtTheSameLayoutIsBitIdentical) {
+  PipeLayout l{"resume_straight", 4, 2, "1f1b", 1, 1};
+  fs::path straight = train_pp("gpt", l);
+  l.name = "resume_resumed";
+  fs::path resumed = train_pp("gpt", l, " --set train.stop_after=5");
+  EXPECT_EQ(losses(resumed).size(), 5u);
+  resumed = train_pp("gpt", l);
+  EXPECT_NE(read_text(resumed.string() + ".log").find("resumed from"), std::string::npos);
+  EXPECT_EQ(losses(resumed), losses(straight));
+  EXPECT_EQ(tensors(resumed, "model/"), tensors(straight, "model/"));
+  EXPECT_EQ(tensors(resumed, "optim/"), tensors(straight, "optim/"));
+}
+
+TEST(Pipeline, BadLayoutsStopBeforeAnyWork) {
+  fs::path out = env().dir / "bad_pp";
+  auto refused = [&](int np, const std::string& sets, const std::string& message) {
+    fs::remove_all(out);
+    std::string cmd = std::string(MPIRUN_SH) + " " + std::to_string(np) + " " + MODU_BIN + " train " +
+                      quote(recipe_of("gpt")) + tiny_sets("gpt") + " --set train.out_dir=" + quote(out.string()) +
+                      sets + " > " + quote(out.string() + ".log") + " 2>&1";
+    EXPECT_NE(std::system(cmd.c_str()), 0) << sets;
+    std::string log = read_text(out.string() + ".log");
+    EXPECT_NE(log.find(message), std::string::npos) << sets << "\n" << log;
+    EXPECT_FALSE(fs::exists(out / "metrics.jsonl")) << sets;
+  };
+  // More stages than layers (the tiny model has 2).
+  refused(4, " --set parallel.pp=4", "parallel.pp = 4 pipeline stages for 2 layers");
+  // More chunks than layers.
+  refused(2, " --set parallel.pp=2 --set parallel.schedule=interleaved --set parallel.virtual_stages=2",
+          "every chunk needs at least one layer");
+  // Interleaved with 8 / 4 = 2 micro-batches per step, not a multiple of the 4 stages.
+  refused(4,
+          " --set model.n_layer=8 --set parallel.pp=4 --set parallel.schedule=interleaved"
+          " --set parallel.virtual_stages=2 --set train.micro_batch_size=4",
+          "multiple of parallel.pp");
+  refused(2, " --set model.n_layer=8 --set parallel.pp=2 --set parallel.virtual_stages=2",
+          "needs parallel.schedule = \"interleaved\"");
+}

@@ -19,7 +19,8 @@ std::string order(const PipelineSchedule& s, int stage, bool compute_only = true
   std::string out;
   for (const Action& a : s.actions[stage]) {
     if (compute_only && a.kind != ActionKind::Forward && a.kind != ActionKind::Backward) continue;
-    out += (out.empty() ? "" : " ") + describe(a);
+    if (!out.empty()) out += ' ';
+    out += describe(a);
   }
   return out;
 }
