@@ -8,7 +8,9 @@
 //    data loader's global sample index, the dropout stream and the effective recipe; the learning
 //    rate is a function of the step. N steps straight == K steps, stop, resume, N - K steps.
 //  - SIGINT/SIGTERM (and SIGUSR1) finish the running step, commit a checkpoint and exit 0. Under mpirun,
-//    signal mpirun with SIGUSR1, which it forwards to every rank (it turns SIGTERM into killing the job).
+//    signal mpirun with SIGUSR1, which it forwards to every rank (it turns SIGTERM into killing the job;
+//    launch/mpirun.sh turns SIGTERM into SIGUSR1). A signal reaching some ranks only stops them all: the
+//    stop flag is all-reduced at every step end, so every rank commits the same step.
 //  - Data parallelism (mpirun -np N; parallel/): train.batch_size stays the global batch per step; DP
 //    rank d reads its share of each micro-step's global samples [g + d*micro, g + (d+1)*micro), so the
 //    union over ranks of a step is the same global batch as one process; gradients are averaged over
@@ -29,8 +31,10 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <streambuf>
 
@@ -75,6 +79,29 @@ struct StopSignalScope {
     std::signal(SIGUSR1, prev_usr1);
   }
 };
+
+// MODU_TEST_PAUSE_IN_SAVE=RANK:STEP:POINT (tests/parallel/test_faults.cpp): rank RANK, saving step STEP,
+// stops at the checkpoint layer's fault-hook POINT (shard_written; on rank 0 also indexes_checked,
+// manifest_written, renamed, latest_written), says so on stderr with its pid and waits there to be killed:
+// a rank killed mid-save, deterministically. Unset: no hook.
+std::function<void(std::string_view)> pause_in_save_hook(int rank, int64_t step) {
+  const char* spec = std::getenv("MODU_TEST_PAUSE_IN_SAVE");
+  if (spec == nullptr || *spec == 0) return nullptr;
+  int want_rank = -1;
+  long long want_step = -1;
+  char point[64] = {0};
+  MODU_CHECK(std::sscanf(spec, "%d:%lld:%63s", &want_rank, &want_step, point) == 3, "MODU_TEST_PAUSE_IN_SAVE = \"",
+             spec, "\": expected RANK:STEP:POINT, e.g. 1:6:shard_written");
+  if (want_rank != rank || want_step != step) return nullptr;
+  return [rank, step, at = std::string(point)](std::string_view reached) {
+    if (reached != at) return;
+    const std::string line = "modu: MODU_TEST_PAUSE_IN_SAVE: rank " + std::to_string(rank) + " (pid " +
+                             std::to_string(::getpid()) + ") paused in the save of step " + std::to_string(step) +
+                             " at " + at + "\n";
+    [[maybe_unused]] ssize_t written = ::write(2, line.data(), line.size());
+    for (;;) ::pause();  // until SIGKILL
+  };
+}
 
 gpt::GptConfig model_config(const Config& c) {
   gpt::GptConfig m;
@@ -283,6 +310,7 @@ struct Trainer {
     }
     checkpoint::SaveOptions so;
     so.tag = save_tag;
+    so.fault_hook = pause_in_save_hook(rank, step);
     json rank_state{{"dropout", checkpoint::rng_state_to_json(model->dropout_generator().state())}};
     checkpoint::write_shard(ckpt_root, step, rank, tensors, rank_state, so);
     world->barrier();
