@@ -399,6 +399,9 @@ struct Trainer {
     if (layout.contains("dp") && (layout.at("dp") != dp_size || layout.value("zero", 0) != zero))
       std::cout << " (saved under DP" << layout.at("dp") << " ZeRO-" << layout.value("zero", 0) << ", now DP"
                 << dp_size << " ZeRO-" << zero << ": optimizer state re-sliced)";
+    if (layout.value("pp", 1) != mesh->pp())  // tensors are stored by global name: each stage reads its own
+      std::cout << " (saved under PP" << layout.value("pp", 1) << ", now PP" << mesh->pp()
+                << ": layers re-partitioned over the stages)";
     std::cout << std::endl;
   }
 

@@ -364,6 +364,33 @@ TEST(Pipeline, ResumeAtTheSameLayoutIsBitIdentical) {
   EXPECT_EQ(tensors(resumed, "optim/"), tensors(straight, "optim/"));
 }
 
+// A DP2 x PP2 ZeRO-1 checkpoint (stages' weights by global name, optimizer state in flat per-rank pieces)
+// continued under PP4 interleaved, under DP2 without a pipeline (ZeRO-2) and under one process: steps 6..10
+// match the straight one-process run within 1e-5.
+TEST(Pipeline, ResumeAcrossLayouts) {
+  fs::path ref = train("gpt_pp_cross_ref", "gpt", 1, 0, " --set model.n_layer=8");
+  fs::path saved = train_pp("gpt", {"cross_saved", 4, 2, "1f1b", 1, 1}, " --set train.stop_after=5");
+  const std::vector<std::pair<PipeLayout, std::string>> continued = {
+      {{"cross_pp4_interleaved", 4, 4, "interleaved", 2, 0}, "saved under PP2, now PP4"},
+      {{"cross_dp2_zero2", 2, 1, "1f1b", 1, 2}, "saved under PP2, now PP1"},
+      {{"cross_one_process", 1, 1, "1f1b", 1, 0}, "saved under PP2, now PP1"}};
+  for (const auto& [l, message] : continued) {
+    fs::path run = env().dir / ("gpt_" + std::string(l.name));
+    fs::remove_all(run);
+    fs::copy(saved, run, fs::copy_options::recursive);
+    train_pp("gpt", l);
+    std::string log = read_text(run.string() + ".log");
+    EXPECT_NE(log.find(message), std::string::npos) << log;
+    double dl = max_rel_loss_diff(losses(run), losses(ref), 6);
+    double dw = max_abs_diff(tensors(run, "model/"), tensors(ref, "model/"));
+    std::printf("resume DP2xPP2 ZeRO-1 step 5 -> %s: max rel loss diff (steps 6-10) %.3e, weight diff %.3e\n", l.name,
+                dl, dw);
+    EXPECT_EQ(losses(run).size(), 10u);
+    EXPECT_LE(dl, 1e-5);
+    EXPECT_LE(dw, 5e-5);
+  }
+}
+
 TEST(Pipeline, BadLayoutsStopBeforeAnyWork) {
   fs::path out = env().dir / "bad_pp";
   auto refused = [&](int np, const std::string& sets, const std::string& message) {
