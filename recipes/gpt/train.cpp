@@ -215,6 +215,9 @@ struct Trainer {
     MODU_CHECK(pp > 1 || cfg.get<int64_t>("parallel.virtual_stages") == 1,
                "parallel.virtual_stages = ", cfg.get<int64_t>("parallel.virtual_stages"),
                " needs a pipeline: set parallel.pp > 1, or parallel.virtual_stages = 1");
+    const std::string pp_schedule = cfg.get<std::string>("parallel.schedule");
+    MODU_CHECK(pp_schedule == "1f1b" || pp_schedule == "interleaved", "parallel.schedule = \"", pp_schedule,
+               "\": use 1f1b or interleaved");
     MODU_CHECK(seq_len <= mc.block_size, "train.seq_len ", seq_len, " exceeds model.block_size ", mc.block_size);
     seed = static_cast<uint64_t>(cfg.get<int64_t>("train.seed"));
 

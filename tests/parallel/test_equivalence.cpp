@@ -415,4 +415,5 @@ TEST(Pipeline, BadLayoutsStopBeforeAnyWork) {
           "multiple of parallel.pp");
   refused(2, " --set model.n_layer=8 --set parallel.pp=2 --set parallel.virtual_stages=2",
           "needs parallel.schedule = \"interleaved\"");
+  refused(2, " --set parallel.schedule=gpipe", "parallel.schedule = \"gpipe\": use 1f1b or interleaved");
 }
