@@ -84,6 +84,12 @@ std::vector<nn::ParamRef> PipelineStage::parameters() const {
   return out;
 }
 
+void PipelineStage::release_other_stages() {
+  NoGradGuard no_grad;
+  for (const nn::ParamRef& r : model_.parameters())
+    if (owner_of(r.name) % p_ != stage_) *r.tensor = Tensor::empty(Dims{0}, r.tensor->dtype(), r.tensor->device());
+}
+
 double PipelineStage::forward_backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
                                        DType compute_dtype) {
   MODU_CHECK(static_cast<int>(inputs.size()) == m_ && static_cast<int>(targets.size()) == m_,

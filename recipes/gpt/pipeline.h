@@ -4,8 +4,9 @@
 // Partition. The n_layer blocks are cut into K = p*v contiguous chunks of floor/ceil equal size (virtual
 // stage k holds layers [k*L/K, (k+1)*L/K)); virtual stage k runs on stage k % p as its chunk k / p. The
 // embedding (wte, wpe / embed_tokens) belongs to virtual stage 0, the final norm, LM head and loss to
-// virtual stage K-1. Every rank builds the whole model from the global seed (same weights as one process)
-// but owns, updates and checkpoints only its stage's parameters (parameters()).
+// virtual stage K-1. Every rank builds the whole model from the global seed (same weights as one process),
+// owns, updates and checkpoints only its stage's parameters (parameters()), and frees the others once the
+// whole model has been read (release_other_stages(): they become empty tensors).
 //
 // Traffic. Activations x (B, T, C) f32 go k -> k+1 and their gradients back, point to point. Each link
 // (stage s -> s+1 mod p) and direction has its own two-rank communicator, split from the PP group: an MPI
@@ -57,6 +58,9 @@ class PipelineStage {
   // .grad holds this DP rank's gradient of the step (wte's including the tied head's part). Returns the sum of
   // the m unscaled losses on the last stage, 0 elsewhere. Seconds spent waiting in receives go to wait_seconds.
   double forward_backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets, DType compute_dtype);
+  // Replaces every parameter other stages own by an empty (0-element) tensor on the same device, so a rank
+  // holds only its stage's weights. After the last read of the whole model (init, init_from, resume).
+  void release_other_stages();
   // gpt2: stage 0's wte into the last stage's copy (after each optimizer step, resume or init). Collective
   // over the PP group; nothing for llama.
   void sync_tied_weights();

@@ -167,6 +167,7 @@ struct Trainer {
   optim::LrSchedule schedule;
   fs::path out_dir, ckpt_root;
   int64_t steps = 0, batch = 0, micro = 0, seq_len = 0, start_step = 0;
+  int64_t parameter_count = 0, flops_per_token = 0;  // of the whole model (under PP before other stages are freed)
   uint64_t seed = 0;
   DType compute_dtype = DType::F32;  // autocast compute dtype (F32: off)
   MetricsWriter metrics;
@@ -283,6 +284,9 @@ struct Trainer {
     init_from();
     resume();
     if (pipeline) pipeline->sync_tied_weights();  // gpt2: the last stage's copy of wte, as loaded
+    parameter_count = model->parameter_count();
+    flops_per_token = model->flops_per_token(seq_len);
+    if (pipeline) pipeline->release_other_stages();  // each rank keeps its stage's weights only
     if (chief) metrics = MetricsWriter(out_dir.string());
   }
 
@@ -484,9 +488,8 @@ struct Trainer {
     double grad_clip = cfg.get<double>("optim.grad_clip");
     int64_t stop_after = cfg.get<int64_t>("train.stop_after");
     double peak = peak_flops(cfg, device) * world->size();  // the job's peak: every rank's
-    double flops_per_token = static_cast<double>(model->flops_per_token(seq_len));
     std::vector<nn::ParamRef> params = model->parameters();
-    std::cout << "model: " << mc.arch << ", " << model->parameter_count() << " parameters (vocabulary padded to "
+    std::cout << "model: " << mc.arch << ", " << parameter_count << " parameters (vocabulary padded to "
               << mc.padded_vocab() << "), " << params.size() << " tensors; device " << device.str() << ", "
               << omp_get_max_threads() << " CPU threads" << std::endl;
     std::cout << "data: " << train_loader->data().description() << ", " << train_loader->data().size() << " tokens, "
@@ -501,7 +504,8 @@ struct Trainer {
       std::cout << "pipeline: " << cfg.get<std::string>("parallel.schedule") << ", " << pipeline->stages()
                 << " stages x " << cfg.get<int64_t>("parallel.virtual_stages") << " chunks, " << accum
                 << " micro-batches per step; stage 0 holds layers [" << pipeline->layers(0).first << ", "
-                << pipeline->layers(0).second << ") of chunk 0" << std::endl;
+                << pipeline->layers(0).second << ") of chunk 0 and " << model->parameter_count() << " of the "
+                << parameter_count << " parameters" << std::endl;
     if (start_step == 0 && evaluates()) {
       double v = evaluate();
       if (!std::isnan(v) && chief) {

@@ -329,6 +329,15 @@ void pipeline_equivalence(const std::string& arch, const std::vector<PipeLayout>
     checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(run / "checkpoints");
     EXPECT_EQ(ck.world_size(), l.np);
     EXPECT_EQ(ck.layout().at("pp"), l.pp);
+    // Rank 0 keeps only its stage's weights: "... and N of the M parameters" with N < M.
+    std::string log = read_text(run.string() + ".log");
+    size_t at = log.find("pipeline: ");
+    ASSERT_NE(at, std::string::npos) << log;
+    at = log.find(" of the ", at);
+    ASSERT_NE(at, std::string::npos) << log;
+    size_t begin = log.rfind(' ', at - 1) + 1;
+    const double held = std::stod(log.substr(begin, at - begin)), total = std::stod(log.substr(at + 8));
+    EXPECT_LT(held, total * 0.8) << l.name;
   }
 }
 
