@@ -91,7 +91,7 @@ void PipelineStage::release_other_stages() {
 }
 
 double PipelineStage::forward_backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
-                                       DType compute_dtype) {
+                                       DType compute_dtype, const std::function<void()>& before_last_backward) {
   MODU_CHECK(static_cast<int>(inputs.size()) == m_ && static_cast<int>(targets.size()) == m_,
              "pipeline: ", inputs.size(), " micro-batches given, the schedule has ", m_);
   const int K = p_ * v_;
@@ -110,7 +110,28 @@ double PipelineStage::forward_backward(const std::vector<Tensor>& inputs, const 
     link->recv(buf, peer(link), tag);
     wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
-  for (const Action& a : schedule_.actions[static_cast<size_t>(stage_)]) {
+  // gpt2's wte: the tied head's gradient (complete: the last stage has finished) joins before the last backward.
+  const bool tied = !model_.config().is_llama();
+  auto receive_tied_grad = [&] {
+    NoGradGuard no_grad;
+    for (const nn::ParamRef& r : model_.parameters()) {
+      if (r.name != "wte.weight") continue;
+      Tensor buf = Tensor::empty(r.tensor->shape(), DType::F32, device);
+      pp_.recv(buf, p_ - 1, kTiedTag);
+      Tensor g = r.tensor->grad();
+      r.tensor->set_grad(g.defined() ? add(g, buf) : buf);
+    }
+  };
+  const std::vector<Action>& actions = schedule_.actions[static_cast<size_t>(stage_)];
+  size_t last_backward = 0;
+  for (size_t i = 0; i < actions.size(); ++i)
+    if (actions[i].kind == ActionKind::Backward) last_backward = i;
+  for (size_t i = 0; i < actions.size(); ++i) {
+    const Action& a = actions[i];
+    if (i == last_backward) {
+      if (tied && first()) receive_tied_grad();
+      if (before_last_backward) before_last_backward();
+    }
     Slot& s = slots[static_cast<size_t>(a.micro * v_ + a.chunk)];
     const int k = schedule_.virtual_stage(stage_, a.chunk);
     const Dims shape{inputs[a.micro].size(0), inputs[a.micro].size(1), C};  // x (B, T, C)
@@ -159,21 +180,10 @@ double PipelineStage::forward_backward(const std::vector<Tensor>& inputs, const 
     }
   }
   for (parallel::WorkHandle& w : sends) w->wait();
-  // Tied head: the last stage's part of wte's gradient to stage 0.
-  if (!model_.config().is_llama()) {
+  if (tied && last()) {  // the tied head's part of wte's gradient to stage 0
     NoGradGuard no_grad;
-    for (const nn::ParamRef& r : model_.parameters()) {
-      if (r.name != "wte.weight") continue;
-      if (last()) {
-        Tensor g = tied_.grad();
-        pp_.send(g.defined() ? g.contiguous() : Tensor::zeros(tied_.shape(), DType::F32, device), 0, kTiedTag);
-      } else if (first()) {
-        Tensor buf = Tensor::empty(r.tensor->shape(), DType::F32, device);
-        pp_.recv(buf, p_ - 1, kTiedTag);
-        Tensor g = r.tensor->grad();
-        r.tensor->set_grad(g.defined() ? add(g, buf) : buf);
-      }
-    }
+    Tensor g = tied_.grad();
+    pp_.send(g.defined() ? g.contiguous() : Tensor::zeros(tied_.shape(), DType::F32, device), 0, kTiedTag);
   }
   return loss_sum;
 }

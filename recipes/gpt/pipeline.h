@@ -15,8 +15,9 @@
 // that both sides agree on it) and never waits behind traffic of the other direction.
 //
 // Tied GPT-2 head. wte is a parameter of stage 0; the last stage multiplies by a copy of it (not a parameter).
-// After the backwards, the last stage sends the copy's gradient to stage 0, which adds it to wte's; after the
-// optimizer step, stage 0 sends the updated wte back (sync_tied_weights). So wte gets the same gradient as in
+// After its backwards, the last stage sends the copy's gradient to stage 0, which adds it to wte's before its
+// own last backward (the last stage is done by then); after the optimizer step, stage 0 sends the updated wte
+// back (sync_tied_weights). So wte gets the same gradient as in
 // one process (up to the order of the sums), is updated and counted in the gradient norm once, and is
 // checkpointed once.
 //
@@ -25,6 +26,7 @@
 // streams are per rank, so equality needs model.dropout = 0.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -57,7 +59,10 @@ class PipelineStage {
   // last stage). Each micro-batch's loss is scaled by 1/m before backward. Afterwards every owned parameter's
   // .grad holds this DP rank's gradient of the step (wte's including the tied head's part). Returns the sum of
   // the m unscaled losses on the last stage, 0 elsewhere. Seconds spent waiting in receives go to wait_seconds.
-  double forward_backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets, DType compute_dtype);
+  // `before_last_backward` runs once, right before this stage's last backward, when every owned gradient but
+  // that pass's part is in .grad (DP: arm the gradient hooks there, so buckets are averaged while it runs).
+  double forward_backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets, DType compute_dtype,
+                          const std::function<void()>& before_last_backward = nullptr);
   // Replaces every parameter other stages own by an empty (0-element) tensor on the same device, so a rank
   // holds only its stage's weights. After the last read of the whole model (init, init_from, resume).
   void release_other_stages();

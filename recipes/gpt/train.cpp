@@ -20,7 +20,7 @@
 //    rank 0 commits, and a checkpoint resumes under any DP size (the pieces are re-sliced).
 //  - Pipeline parallelism (parallel.pp > 1; recipes/gpt/pipeline.h): each stage owns, updates and checkpoints
 //    its layers; the step's micro-batches go through the 1F1B or interleaved schedule, gradients are
-//    averaged over the DP group after the last backward, the clip norm is summed over the stages, and the
+//    averaged over the DP group during each stage's last backward, the clip norm is summed over the stages, and the
 //    loss is the last stages' mean. DP rank 0 of every stage writes its stage's weights (global names).
 //  - Checkpoints go to OUT_DIR/checkpoints/step_NNNNNNNN/ (checkpoint/ layer: manifest last, then
 //    `latest`); metrics to OUT_DIR/metrics.jsonl, one object per logged step.
@@ -530,10 +530,10 @@ struct Trainer {
           targets.push_back(tb.targets);
         }
         auto f0 = std::chrono::steady_clock::now();
-        loss_sum = pipeline->forward_backward(inputs, targets, compute_dtype);
+        // DP: the gradient hooks armed before each stage's last backward average buckets while it runs.
+        loss_sum = pipeline->forward_backward(inputs, targets, compute_dtype, [&] { opt->prepare_backward(true); });
         pp_time = std::chrono::duration<double>(std::chrono::steady_clock::now() - f0).count();
         pp_wait = pipeline->wait_seconds;
-        opt->prepare_backward(true);  // no backward follows: finish_gradient_sync() averages every bucket
       }
       for (int64_t a = 0; a < accum && !pipeline; ++a) {
         // This rank's micro-batch of the global samples [g, g + dp_size * micro); g advances by all of them.
