@@ -45,6 +45,8 @@ const char* not_differentiable_reason(OpId op) {
       return "a comparison: its output is bool";
     case OpId::argmax:
       return "its output is an index";
+    case OpId::sum_squares:
+      return "forward-only: it measures gradients (the clipping norm), under no-grad";
     case OpId::copy_: case OpId::fill_: case OpId::add_: case OpId::mul_scalar_: case OpId::adamw_:
       return "in place: allowed only on tensors that need no gradient";
     case OpId::full: case OpId::arange: case OpId::uniform: case OpId::normal:
@@ -94,6 +96,7 @@ SaveSpec save_spec(OpId op) {
     case OpId::sigmoid_backward: case OpId::tanh_backward: case OpId::relu_backward: case OpId::silu_backward:
     case OpId::gelu_tanh_backward: case OpId::gelu_erf_backward: case OpId::log_sigmoid_backward:
     case OpId::eq: case OpId::ne: case OpId::lt: case OpId::le: case OpId::gt: case OpId::ge: case OpId::argmax:
+    case OpId::sum_squares:
     case OpId::softmax_backward: case OpId::log_softmax_backward: case OpId::cross_entropy_backward:
     case OpId::layer_norm_backward: case OpId::rms_norm_backward: case OpId::group_norm_backward:
     case OpId::embedding_backward: case OpId::attention_backward: case OpId::conv2d_backward:
@@ -425,6 +428,7 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
     case OpId::sigmoid_backward: case OpId::tanh_backward: case OpId::relu_backward: case OpId::silu_backward:
     case OpId::gelu_tanh_backward: case OpId::gelu_erf_backward: case OpId::log_sigmoid_backward:
     case OpId::eq: case OpId::ne: case OpId::lt: case OpId::le: case OpId::gt: case OpId::ge: case OpId::argmax:
+    case OpId::sum_squares:
     case OpId::softmax_backward: case OpId::log_softmax_backward: case OpId::cross_entropy_backward:
     case OpId::layer_norm_backward: case OpId::rms_norm_backward: case OpId::group_norm_backward:
     case OpId::embedding_backward: case OpId::attention_backward: case OpId::conv2d_backward:

@@ -1,6 +1,7 @@
 // optim/optim.cpp — AdamW, clipping and schedules (see optim.h).
 #include "optim/optim.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/ops/dispatch.h"
@@ -50,20 +51,34 @@ int64_t AdamW::state_bytes() const {
   return b;
 }
 
-double grad_norm(const std::vector<nn::ParamRef>& params) {
-  // Each tensor's sum of squares as a dot product g . g (one matmul, no temporary of g's size); the
-  // sums stay on the device and are read back once (one synchronisation).
+double sum_of_squares(const std::vector<Tensor>& tensors) {
+  // One sum_squares op per (device, dtype) group (a few launches on CUDA, whatever the number of tensors);
+  // each group's result is read back once. The group list is reused across calls: no heap allocation per
+  // training step once warm (tests/recipes/test_step_allocations.cpp).
   NoGradGuard no_grad;
-  Tensor total;
-  for (const nn::ParamRef& p : params) {
-    Tensor g = p.tensor->grad();
-    if (!g.defined()) continue;
-    Tensor flat = (g.dtype() == DType::F64 || g.dtype() == DType::F32 ? g : g.to(DType::F32)).reshape(Dims{1, -1});
-    Tensor s = matmul(flat, flat.t());  // (1, 1)
-    if (total.defined() && s.dtype() != total.dtype()) s = s.to(total.dtype());
-    total = total.defined() ? add(total, s) : s;
+  thread_local std::vector<Tensor> group;
+  double total = 0;
+  for (size_t first = 0; first < tensors.size(); ++first) {
+    const Tensor& lead = tensors[first];
+    auto same = [&](const Tensor& t) { return t.device() == lead.device() && t.dtype() == lead.dtype(); };
+    if (std::any_of(tensors.begin(), tensors.begin() + static_cast<std::ptrdiff_t>(first), same)) continue;
+    group.clear();
+    for (size_t i = first; i < tensors.size(); ++i)
+      if (same(tensors[i])) group.push_back(tensors[i]);
+    total += sum_squares(group).item();
   }
-  return total.defined() ? std::sqrt(total.item()) : 0.0;
+  group.clear();  // drop the references
+  return total;
+}
+
+double grad_norm(const std::vector<nn::ParamRef>& params) {
+  thread_local std::vector<Tensor> grads;
+  grads.clear();
+  for (const nn::ParamRef& p : params)
+    if (p.tensor->grad().defined()) grads.push_back(p.tensor->grad());
+  double norm = std::sqrt(sum_of_squares(grads));
+  grads.clear();
+  return norm;
 }
 
 AdamWAttrs adamw_attrs(const AdamWConfig& config, int64_t t, double lr, double grad_scale) {

@@ -53,6 +53,9 @@ class AdamW {
 double clip_grad_norm(const std::vector<nn::ParamRef>& params, double max_norm);
 // The total L2 norm of the gradients.
 double grad_norm(const std::vector<nn::ParamRef>& params);
+// Sum of squares of every element of every tensor (any mix of devices and dtypes), accumulated in f64 within
+// each (device, dtype) group: one sum_squares op and one read-back per group.
+double sum_of_squares(const std::vector<Tensor>& tensors);
 // The factor global-norm clipping multiplies the gradients by: min(1, max_norm / (norm + 1e-6)), or 1
 // when max_norm <= 0. AdamW::step(lr, clip_coefficient(grad_norm(params), max_norm)) is clip_grad_norm
 // followed by step(lr) without the extra pass over the gradients.

@@ -155,11 +155,9 @@ double DataParallel::grad_norm() {
   if (options_.zero < 2) return optim::grad_norm(params_);
   // ZeRO-2: this rank's shard of every bucket (padding is zero), summed over the DP ranks.
   NoGradGuard no_grad;
-  double local = 0;
-  for (Bucket& b : buckets_) {
-    Tensor row = b.shard_grad.reshape(Dims{1, -1});
-    local += matmul(row, row.t()).item();
-  }
+  std::vector<Tensor> shards;
+  for (Bucket& b : buckets_) shards.push_back(b.shard_grad);
+  double local = optim::sum_of_squares(shards);
   return std::sqrt(dp_.sum(local));
 }
 

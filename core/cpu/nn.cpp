@@ -94,7 +94,8 @@ void cross_entropy_kernel(const KernelCall& c) {
   Tensor logits = as_contiguous(c.input(0)), target = as_contiguous(c.input(1));
   Tensor &loss = c.output(0), &lse_out = c.output(1);
   const CrossEntropyAttrs& a = c.attrs.cross_entropy;
-  int64_t N = logits.size(0), V = logits.size(1);
+  int64_t N = logits.size(0), V = logits.size(1);  // V: the row stride; Vc: the classes (the rest is padding)
+  int64_t Vc = a.valid_classes > 0 ? a.valid_classes : V;
   dispatch_floating(logits.dtype(), "cross_entropy", [&](auto tag_) {
     using scalar_t = decltype(tag_);
     using A = acc_t<scalar_t>;
@@ -106,8 +107,8 @@ void cross_entropy_kernel(const KernelCall& c) {
       // Check every target first so a bad one is reported before any work.
       for (int64_t i = 0; i < N; ++i) {
         int64_t t = T[i];
-        MODU_CHECK(t == a.ignore_index || (t >= 0 && t < V), "cross_entropy: target ", t, " at row ", i,
-                   " is outside [0, ", V, ") and is not the ignore_index ", a.ignore_index);
+        MODU_CHECK(t == a.ignore_index || (t >= 0 && t < Vc), "cross_entropy: target ", t, " at row ", i,
+                   " is outside [0, ", Vc, ") and is not the ignore_index ", a.ignore_index);
       }
       Scratch<double> row_loss(N);
       std::fill(row_loss.data, row_loss.data + N, 0.0);
@@ -115,10 +116,10 @@ void cross_entropy_kernel(const KernelCall& c) {
         for (int64_t i = b; i < e; ++i) {
           const scalar_t* p = L + i * V;
           A m = -std::numeric_limits<A>::infinity();
-          for (int64_t j = 0; j < V; ++j) m = std::max(m, load(p + j));
+          for (int64_t j = 0; j < Vc; ++j) m = std::max(m, load(p + j));
           A s = 0;
 #pragma omp simd reduction(+ : s)
-          for (int64_t j = 0; j < V; ++j) s += std::exp(load(p + j) - m);
+          for (int64_t j = 0; j < Vc; ++j) s += std::exp(load(p + j) - m);
           lse[i] = m + std::log(s);
           int64_t t = T[i];
           if (t != a.ignore_index) row_loss[i] = static_cast<double>(lse[i] - load(p + t));
@@ -141,6 +142,7 @@ void cross_entropy_backward_kernel(const KernelCall& c) {
   Tensor& gl = c.output(0);
   const CrossEntropyAttrs& a = c.attrs.cross_entropy;
   int64_t N = logits.size(0), V = logits.size(1);
+  int64_t Vc = a.valid_classes > 0 ? a.valid_classes : V;  // columns [Vc, V) are padding: gradient 0
   dispatch_floating(logits.dtype(), "cross_entropy_backward", [&](auto tag_) {
     using scalar_t = decltype(tag_);
     using A = acc_t<scalar_t>;
@@ -163,7 +165,8 @@ void cross_entropy_backward_kernel(const KernelCall& c) {
             continue;
           }
           A l = lse[i];
-          for (int64_t j = 0; j < V; ++j) store(q + j, std::exp(load(p + j) - l) * scale);
+          for (int64_t j = 0; j < Vc; ++j) store(q + j, std::exp(load(p + j) - l) * scale);
+          for (int64_t j = Vc; j < V; ++j) store(q + j, A(0));
           store(q + t, load(q + t) - scale);
         }
       });

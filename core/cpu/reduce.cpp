@@ -141,6 +141,45 @@ void max_kernel(const KernelCall& c) {
   });
 }
 
+// sum_squares: every input in fixed chunks of kSquaresChunk elements, each chunk's sum in f64, the chunk sums
+// added in order: the result does not depend on the thread count.
+constexpr int64_t kSquaresChunk = 1 << 16;
+
+void sum_squares_kernel(const KernelCall& c) {
+  int64_t chunks = 0;
+  for (const Tensor* t : c.in) chunks += (t->numel() + kSquaresChunk - 1) / kSquaresChunk;
+  Scratch<double> part(chunks > 0 ? chunks : 1);
+  int64_t first = 0;
+  for (const Tensor* t : c.in) {
+    Tensor x = as_contiguous(*t);
+    int64_t n = x.numel(), nc = (n + kSquaresChunk - 1) / kSquaresChunk;
+    dispatch_floating(x.dtype(), "sum_squares", [&](auto tag_) {
+      using scalar_t = decltype(tag_);
+      const scalar_t* p = static_cast<const scalar_t*>(x.data_ptr());
+      parallel_for(nc, kSquaresChunk, [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          int64_t lo = k * kSquaresChunk, hi = std::min(n, lo + kSquaresChunk);
+          double acc = 0;
+#pragma omp simd reduction(+ : acc)
+          for (int64_t i = lo; i < hi; ++i) {
+            double v = static_cast<double>(load(p + i));
+            acc += v * v;
+          }
+          part.data[first + k] = acc;
+        }
+      });
+    });
+    first += nc;
+  }
+  double total = 0;
+  for (int64_t k = 0; k < chunks; ++k) total += part.data[k];
+  Tensor& y = c.output(0);
+  dispatch_floating(y.dtype(), "sum_squares", [&](auto tag_) {
+    using scalar_t = decltype(tag_);
+    store(static_cast<scalar_t*>(y.data_ptr()), static_cast<acc_t<scalar_t>>(total));
+  });
+}
+
 }  // namespace
 
 void register_reduce_kernels(KernelRegistry& r) {
@@ -151,6 +190,7 @@ void register_reduce_kernels(KernelRegistry& r) {
   r.set(DeviceType::CPU, OpId::var, var_kernel, kFloatTypes);
   r.set(DeviceType::CPU, OpId::max, max_kernel, kNumeric);
   r.set(DeviceType::CPU, OpId::argmax, max_kernel, kNumeric);
+  r.set(DeviceType::CPU, OpId::sum_squares, sum_squares_kernel, kFloatTypes);
 }
 
 }  // namespace modu::cpu

@@ -165,19 +165,29 @@ void softmax_backward_kernel(const KernelCall& c) {
 
 // ---- cross-entropy ---------------------------------------------------------------------------------------------
 
+// One warp per row, one pass over the row: each lane keeps a running (max, sum of exp) over its columns
+// ("online softmax"), then the lanes merge theirs. Row stride V, classes [0, Vc).
 template <class T, class I>
-__global__ void ce_rows_kernel(const T* logits, const I* target, int64_t N, int64_t V, int64_t ignore,
+__global__ void ce_rows_kernel(const T* logits, const I* target, int64_t N, int64_t V, int64_t Vc, int64_t ignore,
                                acc_t<T>* lse, double* row_loss, int* counted, DeviceErrorSlot* slot) {
   using A = acc_t<T>;
   int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   int lane = threadIdx.x & 31;
   if (row >= N) return;
   const T* p = logits + row * V;
-  A m = -m_inf<A>();
-  for (int64_t j = lane; j < V; j += 32) m = max_keep(m, ld(p + j));
-  m = warp_max(m);
-  A s = A(0);
-  for (int64_t j = lane; j < V; j += 32) s += m_exp(ld(p + j) - m);
+  A m = -m_inf<A>(), s = A(0);
+  for (int64_t j = lane; j < Vc; j += 32) {
+    A x = ld(p + j);
+    if (x > m) {
+      s = s * m_exp(m - x) + A(1);
+      m = x;
+    } else if (x != -m_inf<A>()) {  // a -inf column adds 0 (and -inf - -inf would be NaN); NaN propagates
+      s += m_exp(x - m);
+    }
+  }
+  A row_max = warp_max(m);
+  s = m == -m_inf<A>() ? A(0) : s * m_exp(m - row_max);  // lanes with no column (or all -inf) add nothing
+  m = row_max;
   s = warp_sum(s);
   if (lane != 0) return;
   A l = m + m_log(s);
@@ -186,11 +196,11 @@ __global__ void ce_rows_kernel(const T* logits, const I* target, int64_t N, int6
   double loss = 0;
   int cnt = 0;
   if (t != ignore) {
-    if (t >= 0 && t < V) {
+    if (t >= 0 && t < Vc) {
       loss = static_cast<double>(l - ld(p + t));
       cnt = 1;
     } else {
-      report_index_error(slot, OpId::cross_entropy, row, t, V);
+      report_index_error(slot, OpId::cross_entropy, row, t, Vc);
     }
   }
   row_loss[row] = loss;
@@ -219,7 +229,7 @@ void cross_entropy_kernel(const KernelCall& c) {
   Tensor logits = contiguous(c.input(0)), target = contiguous(c.input(1));
   Tensor &loss = c.output(0), &lse = c.output(1);
   const CrossEntropyAttrs& a = c.attrs.cross_entropy;
-  int64_t N = logits.size(0), V = logits.size(1);
+  int64_t N = logits.size(0), V = logits.size(1), Vc = a.valid_classes > 0 ? a.valid_classes : V;
   int dev = current_device();
   if (N == 0) {
     fill(loss, a.mean ? NAN : 0.0);
@@ -235,7 +245,7 @@ void cross_entropy_kernel(const KernelCall& c) {
     dispatch_index(target.dtype(), "cross_entropy", [&](auto itag) {
       using I = decltype(itag);
       ce_rows_kernel<T, I><<<row_blocks(N), kThreads, 0, cur_stream()>>>(
-          static_cast<const T*>(logits.data_ptr()), static_cast<const I*>(target.data_ptr()), N, V, a.ignore_index,
+          static_cast<const T*>(logits.data_ptr()), static_cast<const I*>(target.data_ptr()), N, V, Vc, a.ignore_index,
           static_cast<A*>(lse.data_ptr()), static_cast<double*>(row_loss.data_ptr()),
           static_cast<int*>(counted.data_ptr()), slot);
       MODU_CUDA_LAUNCH_CHECK("cross_entropy");
@@ -278,7 +288,7 @@ __global__ void ce_scale_kernel(const I* target, int64_t N, int64_t ignore, bool
 
 template <class T, class I>
 __global__ void ce_backward_kernel(const T* logits, const I* target, const acc_t<T>* lse, const acc_t<T>* scale_p,
-                                   T* grad, int64_t N, int64_t V, int64_t ignore) {
+                                   T* grad, int64_t N, int64_t V, int64_t Vc, int64_t ignore) {
   using A = acc_t<T>;
   int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   int lane = threadIdx.x & 31;
@@ -292,7 +302,7 @@ __global__ void ce_backward_kernel(const T* logits, const I* target, const acc_t
   }
   A l = lse[row], scale = *scale_p;
   for (int64_t j = lane; j < V; j += 32) {
-    A v = m_exp(ld(p + j) - l) * scale;
+    A v = j < Vc ? m_exp(ld(p + j) - l) * scale : A(0);  // padding columns: gradient 0
     if (j == t) v = to_acc(from_value<T>(v)) - scale;  // the CPU stores, reloads, subtracts
     st(q + j, v);
   }
@@ -303,7 +313,7 @@ void cross_entropy_backward_kernel(const KernelCall& c) {
   const Tensor& g = c.input(3);
   Tensor& gl = c.output(0);
   const CrossEntropyAttrs& a = c.attrs.cross_entropy;
-  int64_t N = logits.size(0), V = logits.size(1);
+  int64_t N = logits.size(0), V = logits.size(1), Vc = a.valid_classes > 0 ? a.valid_classes : V;
   if (N == 0 || V == 0) return;
   int dev = current_device();
   dispatch_floating(logits.dtype(), "cross_entropy_backward", [&](auto tag) {
@@ -318,7 +328,7 @@ void cross_entropy_backward_kernel(const KernelCall& c) {
       MODU_CUDA_LAUNCH_CHECK("cross_entropy_backward (scale)");
       ce_backward_kernel<T, I><<<row_blocks(N), kThreads, 0, cur_stream()>>>(
           static_cast<const T*>(logits.data_ptr()), tp, static_cast<const A*>(lse.data_ptr()),
-          static_cast<const A*>(scale.data_ptr()), static_cast<T*>(gl.data_ptr()), N, V, a.ignore_index);
+          static_cast<const A*>(scale.data_ptr()), static_cast<T*>(gl.data_ptr()), N, V, Vc, a.ignore_index);
       MODU_CUDA_LAUNCH_CHECK("cross_entropy_backward");
     });
   });

@@ -10,6 +10,9 @@
 // Invariants: deterministic (fixed chunking for a given shape and device, fixed trees, no atomics);
 // accumulation in acc_t (f32 for bf16/f16, f64 for f64; integers in their own type, wrapping like the
 // CPU); max/argmax return the first index of the maximum, or of the first NaN, exactly as the CPU.
+#include <algorithm>
+#include <vector>
+
 #include "core/cuda/common.cuh"
 #include "core/ops/layout.h"
 
@@ -319,6 +322,85 @@ void max_kernel(const KernelCall& c) {
   });
 }
 
+// ---- sum_squares: many tensors, a few launches ------------------------------------------------------------------
+// Tensors go in groups of up to kSquaresGroup per launch (their pointers travel in the kernel's argument);
+// tensor i of a group gets blocks_i blocks (by its size, capped), each writing one f64 partial sum to its own
+// slot; a last kernel adds the slots in a fixed order. Deterministic for a given list of shapes.
+constexpr int kSquaresGroup = 32;
+
+template <class T>
+struct SquaresGroup {
+  const T* ptr[kSquaresGroup];
+  int64_t numel[kSquaresGroup];
+  int first_block[kSquaresGroup + 1];  // tensor i owns blocks [first_block[i], first_block[i + 1])
+  int count = 0;
+};
+
+template <class T>
+__global__ void squares_partial_kernel(SquaresGroup<T> g, double* partial) {
+  __shared__ double scratch[32];
+  int b = blockIdx.x, i = 0;
+  while (i + 1 < g.count && b >= g.first_block[i + 1]) ++i;
+  int nb = g.first_block[i + 1] - g.first_block[i], k = b - g.first_block[i];
+  const T* p = g.ptr[i];
+  double acc = 0;
+  for (int64_t e = static_cast<int64_t>(k) * blockDim.x + threadIdx.x; e < g.numel[i];
+       e += static_cast<int64_t>(nb) * blockDim.x) {
+    double v = static_cast<double>(ld(p + e));
+    acc += v * v;
+  }
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) partial[b] = acc;
+}
+
+template <class A>
+__global__ void squares_total_kernel(const double* partial, int n, A* out) {
+  __shared__ double scratch[32];
+  double acc = 0;
+  for (int j = threadIdx.x; j < n; j += blockDim.x) acc += partial[j];
+  acc = block_sum(acc, scratch);
+  if (threadIdx.x == 0) *out = static_cast<A>(acc);
+}
+
+void sum_squares_kernel(const KernelCall& c) {
+  int dev = current_device();
+  // Contiguous views (copies only for strided inputs), alive until the launches are queued; the vector is
+  // reused across calls (no heap allocation per step once warm).
+  thread_local std::vector<Tensor> xs;
+  xs.clear();
+  for (const Tensor* t : c.in) xs.push_back(contiguous(*t));
+  auto blocks_for = [](int64_t n) {  // about 16 elements per thread, at most 256 blocks per tensor
+    int64_t per_block = static_cast<int64_t>(kThreads) * 16;
+    return static_cast<int>(std::clamp<int64_t>((n + per_block - 1) / per_block, 1, 256));
+  };
+  int total_blocks = 0;
+  for (const Tensor& x : xs) total_blocks += blocks_for(x.numel());
+  Tensor partial = Tensor::empty(Dims{total_blocks}, DType::F64, Device::cuda(dev));
+  double* slots = static_cast<double*>(partial.data_ptr());
+  dispatch_floating(xs[0].dtype(), "sum_squares", [&](auto tag) {
+    using T = decltype(tag);
+    using A = acc_t<T>;
+    size_t i = 0;
+    int done = 0;
+    while (i < xs.size()) {
+      SquaresGroup<T> g;
+      g.first_block[0] = 0;
+      for (; i < xs.size() && g.count < kSquaresGroup; ++i) {
+        g.ptr[g.count] = static_cast<const T*>(xs[i].data_ptr());
+        g.numel[g.count] = xs[i].numel();
+        g.first_block[g.count + 1] = g.first_block[g.count] + blocks_for(xs[i].numel());
+        ++g.count;
+      }
+      squares_partial_kernel<T><<<g.first_block[g.count], kThreads, 0, cur_stream()>>>(g, slots + done);
+      MODU_CUDA_LAUNCH_CHECK("sum_squares");
+      done += g.first_block[g.count];
+    }
+    squares_total_kernel<A><<<1, 1024, 0, cur_stream()>>>(slots, total_blocks, static_cast<A*>(c.output(0).data_ptr()));
+    MODU_CUDA_LAUNCH_CHECK("sum_squares (total)");
+  });
+  xs.clear();
+}
+
 }  // namespace
 
 void register_reduce_kernels(KernelRegistry& r) {
@@ -329,6 +411,7 @@ void register_reduce_kernels(KernelRegistry& r) {
   r.set(cuda, OpId::var, guarded<var_kernel>, kFloatTypes);
   r.set(cuda, OpId::max, guarded<max_kernel>, kNumeric);
   r.set(cuda, OpId::argmax, guarded<max_kernel>, kNumeric);
+  r.set(cuda, OpId::sum_squares, guarded<sum_squares_kernel>, kFloatTypes);
 }
 
 }  // namespace modu::cuda

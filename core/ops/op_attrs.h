@@ -26,8 +26,9 @@ constexpr int kNumOps = 0
 #include "core/ops/op_table.def"
 #undef MODU_OP
     ;
-static_assert(kNumOps == 95, "op_table.def changed: update this count together with the kernels, "
-                             "derivatives.cpp and tests/core/op_cases.cpp");
+static_assert(kNumOps == 96,
+              "op_table.def changed: update this count together with the kernels, "
+              "derivatives.cpp and tests/core/op_cases.cpp");
 
 enum class OpKind : uint8_t { Compute, View, InPlace, Factory };
 
@@ -53,6 +54,9 @@ struct CrossEntropyAttrs {
   int64_t ignore_index = -100;  // targets equal to this contribute nothing
   // loss = sum over counted rows / divisor; divisor = number of counted rows ("mean") or 1 ("sum").
   bool mean = true;
+  // Classes [valid_classes, V) are padding (a vocabulary padded for the hardware): they take no part in the
+  // softmax, get a zero gradient and may not be targets. 0 means every class is valid.
+  int64_t valid_classes = 0;
 };
 struct NormAttrs {
   double eps = 1e-5;

@@ -121,6 +121,14 @@ Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
   return keepdim ? i.unsqueeze(d) : i;
 }
 
+Tensor sum_squares(std::span<const Tensor> xs) {
+  MODU_CHECK(!xs.empty(), "sum_squares: no inputs");
+  thread_local std::vector<const Tensor*> in;  // reused: no heap allocation per call once warm
+  in.clear();
+  for (const Tensor& x : xs) in.push_back(&x);
+  return dispatch1(OpId::sum_squares, NoAttrs{}, std::span<const Tensor* const>(in.data(), in.size()));
+}
+
 Tensor sum_to_shape(const Tensor& x, const Dims& shape) {
   if (x.shape() == shape) return x;
   int lead = x.dim() - shape.size();
@@ -158,10 +166,12 @@ Tensor log_softmax_backward(const Tensor& y, const Tensor& gy, int64_t dim) {
   const Tensor* in[] = {&y, &gy};
   return dispatch1(OpId::log_softmax_backward, DimAttrs{normalize_dim(dim, y.dim())}, in);
 }
-Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, bool mean) {
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index, bool mean,
+                     int64_t valid_classes) {
   CrossEntropyAttrs a;
   a.ignore_index = ignore_index;
   a.mean = mean;
+  a.valid_classes = valid_classes;
   return call_op<2>(OpId::cross_entropy, a, {&logits, &target})[0];
 }
 

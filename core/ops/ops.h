@@ -79,6 +79,10 @@ Tensor var(const Tensor& x, std::initializer_list<int64_t> dims = {}, int64_t co
            bool keepdim = false);
 std::pair<Tensor, Tensor> max(const Tensor& x, int64_t dim, bool keepdim = false);  // values, indices
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
+// Sum of x^2 over every element of every input (one dtype), () in the accumulate dtype (f32 for 16-bit
+// floats). The squared gradient norm in one op: each backend reduces all inputs in a few launches.
+// Forward-only (it runs on gradients, under no-grad).
+Tensor sum_squares(std::span<const Tensor> xs);
 // Sums x down to `shape` (the inverse of broadcasting to x's shape).
 Tensor sum_to_shape(const Tensor& x, const Dims& shape);
 
@@ -92,8 +96,10 @@ Tensor log_softmax(const Tensor& x, int64_t dim);
 Tensor softmax_backward(const Tensor& y, const Tensor& gy, int64_t dim);
 Tensor log_softmax_backward(const Tensor& y, const Tensor& gy, int64_t dim);
 // Mean (or sum) over rows whose target != ignore_index of -log softmax(logits)[target]. logits (N, V).
-Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index = -100,
-                     bool mean = true);
+// valid_classes > 0: only the first valid_classes columns are classes (the rest is padding, gradient 0):
+// the same loss as on logits.slice(1, 0, valid_classes), without the slice's copies.
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_index = -100, bool mean = true,
+                     int64_t valid_classes = 0);
 
 // ---- normalisation --------------------------------------------------------------------------------
 Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps = 1e-5);

@@ -128,6 +128,17 @@ void infer_outputs(OpId op, const OpAttrs& attrs, std::span<const Tensor* const>
       out[0] = {reduced_shape(in[0]->shape(), r.dims_mask, r.keepdim), in[0]->dtype()};
       return;
     }
+    case OpId::sum_squares: {
+      MODU_CHECK(!in.empty(), "sum_squares: no inputs");
+      for (const Tensor* t : in) {
+        require_floating(op, *t, "input");
+        MODU_CHECK(t->dtype() == in[0]->dtype(), "sum_squares: inputs must share one dtype, got ",
+                   dtype_name(in[0]->dtype()), " and ", dtype_name(t->dtype()),
+                   "; call it once per dtype and add the results");
+      }
+      out[0] = {Dims{}, accumulate_dtype(in[0]->dtype())};
+      return;
+    }
     case OpId::max: case OpId::argmax: {
       const Tensor& x = *in[0];
       MODU_CHECK(x.dim() > 0 && attrs.dim.dim < x.dim(), op_name(op), ": dim ", attrs.dim.dim,
@@ -190,6 +201,9 @@ void infer_outputs(OpId op, const OpAttrs& attrs, std::span<const Tensor* const>
       MODU_CHECK(logits.dim() == 2 && target.dim() == 1 && target.size(0) == logits.size(0),
                  "cross_entropy: need logits (N, V) and target (N), got ", shapes_of(in),
                  "; flatten (B, T, V) logits to (B*T, V)");
+      MODU_CHECK(attrs.cross_entropy.valid_classes >= 0 && attrs.cross_entropy.valid_classes <= logits.size(1),
+                 "cross_entropy: valid_classes ", attrs.cross_entropy.valid_classes, " is outside [0, ", logits.size(1),
+                 "] for logits ", shapes_of(in));
       out[0] = {Dims{}, logits.dtype()};
       out[1] = {Dims{logits.size(0)}, accumulate_dtype(logits.dtype())};
       return;

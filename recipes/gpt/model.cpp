@@ -294,8 +294,8 @@ Tensor GPT::head(const Tensor& input, const Tensor& tied) {
 Tensor GPT::loss(const Tensor& logits, const Tensor& targets) const {
   int64_t V = config_.vocab_size, Vp = logits.size(-1);
   Tensor flat = logits.reshape(Dims{-1, Vp});
-  if (Vp > V) flat = flat.slice(1, 0, V);
-  return cross_entropy(flat, targets.reshape(Dims{-1}).to(flat.device()));
+  // The padded columns [V, Vp) are no classes: the op skips them (no slice, no copy of the logits).
+  return cross_entropy(flat, targets.reshape(Dims{-1}).to(flat.device()), -100, true, Vp > V ? V : 0);
 }
 
 KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {

@@ -184,6 +184,15 @@ std::vector<OpCase> build_cases() {
   cs.push_back(make(
       "argmax", {OpId::argmax, OpId::cast}, [](DType dt, Generator& g) { return Inputs{rand_tensor(Dims{3, 6}, dt, g, -1, 1, true)}; },
       [](const Inputs& x) { return cast(argmax(x[0], 1), x[0].dtype()); }, {}));
+  cs.push_back(make(  // 35 inputs: more than one launch group on CUDA; a large one split over blocks; a strided one
+      "sum_squares", {OpId::sum_squares, OpId::cast},
+      [](DType dt, Generator& g) {
+        Inputs in{rand_tensor(Dims{70, 300}, dt, g), rand_tensor(Dims{3, 6}, dt, g, -1, 1, true)};
+        for (int i = 0; i < 33; ++i) in.push_back(rand_tensor(Dims{2, 3}, dt, g));
+        return in;
+      },
+      [](const Inputs& x) { return cast(sum_squares(std::span<const Tensor>(x.data(), x.size())), x[0].dtype()); },
+      {}));
 
   // ---- linear algebra ----
   cs.push_back(make(
@@ -225,6 +234,12 @@ std::vector<OpCase> build_cases() {
         return Inputs{rand_tensor(Dims{5, 4}, dt, g, -2, 2, true), rand_indices(Dims{5}, 4, g, DType::I32)};
       },
       [](const Inputs& x) { return cross_entropy(x[0], x[1], -100, /*mean=*/false); }, {0}));
+  cs.push_back(make(  // a padded vocabulary: columns 7 and 8 are no classes (gradient 0)
+      "cross_entropy_padded", {OpId::cross_entropy, OpId::cross_entropy_backward},
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{5, 9}, dt, g, -2, 2), rand_indices(Dims{5}, 7, g, DType::I64)};
+      },
+      [](const Inputs& x) { return cross_entropy(x[0], x[1], -100, /*mean=*/true, /*valid_classes=*/7); }, {0}));
 
   // ---- normalisation ----
   cs.push_back(make(

@@ -164,3 +164,36 @@ TEST(Recompute, ScopeStoresOnlyItsInputs) {
   EXPECT_TRUE(w.grad().defined());
   EXPECT_TRUE(x.grad().defined());
 }
+
+// cross_entropy(..., valid_classes = V) on (N, Vp) logits is the loss of the (N, V) slice, with a zero gradient
+// on the padding columns (what the GPT head uses for its padded vocabulary).
+TEST(PaddedCrossEntropy, SameLossAndGradientAsTheSlice) {
+  const int64_t N = 6, V = 5, Vp = 8;
+  Tensor target = Tensor::from_vector<int64_t>({0, 4, 2, -100, 1, 4}, Dims{N});
+  for (DType dt : {DType::F64, DType::F32}) {
+    Tensor a = param(Dims{N, Vp}, 7).detach().to(dt).set_requires_grad(true);
+    Tensor b = a.detach().clone().set_requires_grad(true);
+    Tensor la = cross_entropy(a, target, -100, true, V);
+    Tensor lb = cross_entropy(b.slice(1, 0, V), target);
+    EXPECT_EQ(la.item(), lb.item()) << dtype_name(dt);
+    la.backward();
+    lb.backward();
+    std::vector<double> ga = a.grad().to(DType::F64).to_vector<double>(),
+                        gb = b.grad().to(DType::F64).to_vector<double>();
+    for (int64_t i = 0; i < N * Vp; ++i) {
+      EXPECT_NEAR(ga[i], gb[i], dt == DType::F64 ? 1e-15 : 1e-7) << dtype_name(dt) << " element " << i;
+      if (i % Vp >= V) {
+        EXPECT_EQ(ga[i], 0.0) << "padding column got a gradient at " << i;
+      }
+    }
+  }
+  // A target in the padding is refused by name.
+  Tensor bad = Tensor::from_vector<int64_t>({0, 6, 0, 0, 0, 0}, Dims{N});
+  Tensor x = param(Dims{N, Vp}, 8);
+  try {
+    cross_entropy(x, bad, -100, true, V);
+    ADD_FAILURE() << "a target in the padding was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("outside [0, 5)"), std::string::npos) << e.what();
+  }
+}
