@@ -175,6 +175,14 @@ else
   MODU_CUDA_NO_CACHING=1 timeout --kill-after=10 "${MEMCHECK_TIMEOUT:-240}" "$SAN" --tool memcheck \
     --error-exitcode 86 --leak-check no --print-limit 100 "$BIN" $ALLOW --no-bf16 --no-error-tests >"$OUT/memcheck.log" 2>&1
   mc_rc=$?
+  # f32 runs the flash-style attention above; the tensor-core GEMM path (core/cuda/attention_gemm.cu) is
+  # checked here on its own, in f32 and bf16.
+  echo "== attention cases on the GEMM path (MODU_CUDA_ATTENTION=gemm)" >>"$OUT/memcheck.log"
+  MODU_CUDA_ATTENTION=gemm MODU_CUDA_NO_CACHING=1 timeout --kill-after=10 "${MEMCHECK_TIMEOUT:-240}" "$SAN" \
+    --tool memcheck --error-exitcode 86 --leak-check no --print-limit 100 "$BIN" $ALLOW --filter=attention \
+    --no-error-tests >>"$OUT/memcheck.log" 2>&1
+  mc2_rc=$?
+  (( mc_rc == 0 )) && mc_rc=$mc2_rc
   tail -n 15 "$OUT/memcheck.log"
   record memcheck "$(verdict $mc_rc)" $(( $(date +%s) - t0 ))
 fi
