@@ -14,6 +14,7 @@
 namespace modu::autograd {
 
 void recompute_backward(Node& node, std::vector<Tensor>& grad_in);  // recompute.cpp
+void function_backward(Node& node, std::vector<Tensor>& grad_in);   // function.cpp
 
 GradientKind gradient_kind(OpId op) {
   return not_differentiable_reason(op)[0] == '\0' ? GradientKind::Differentiable : GradientKind::NotDifferentiable;
@@ -155,6 +156,7 @@ int64_t reduced_count(const Dims& shape, uint32_t mask) {
 
 void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
   if (n.recompute) return recompute_backward(n, gi);
+  if (n.function) return function_backward(n, gi);
   const Tensor& g = n.grad_out[0];
   const OpAttrs& a = n.attrs;
   auto in = [&](size_t i) -> const Tensor& { return saved(n, n.saved_in, i); };

@@ -61,6 +61,8 @@ class Node final : public GradNodeBase {
   SmallVec<SavedTensor, 3> saved_out;  // indexed by output position
   SmallVec<Tensor, 3> grad_out;        // during backward
   std::unique_ptr<RecomputeState> recompute;
+  // A custom function's backward (autograd/function.h): grad_outputs -> one gradient per input.
+  std::unique_ptr<std::function<std::vector<Tensor>(const std::vector<Tensor>&)>> function;
   // Backward engine bookkeeping.
   uint64_t epoch = 0;
   int32_t deps = 0;

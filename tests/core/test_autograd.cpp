@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "autograd/autograd.h"
+#include "autograd/function.h"
 #include "autograd/recompute.h"
 #include "core/ops/ops.h"
 #include "tests/core/op_cases.h"
@@ -115,6 +116,33 @@ TEST(Autograd, GradientOfNonScalarNeedsExplicitSeed) {
   EXPECT_THROW(y.backward(), Error);
   y.backward(Tensor::ones(Dims{2, 3}, DType::F64));
   EXPECT_EQ(w.grad().to_vector<double>(), std::vector<double>(6, 3.0));
+}
+
+// A custom function (autograd/function.h): the caller's forward, its backward (here deliberately not the
+// derivative of the forward, so the test sees which rule ran); an output no path reaches gets an undefined
+// gradient; nothing is recorded under no-grad.
+TEST(Function, RunsTheSuppliedBackward) {
+  Tensor w = param(Dims{3}, 3);
+  Tensor x = mul_scalar(w, 1.0);  // non-leaf input
+  std::vector<Tensor> outs;
+  {
+    NoGradGuard no_grad;
+    outs = {mul_scalar(x, 2.0), mul_scalar(x, 5.0)};
+  }
+  bool second_undefined = false;
+  outs = autograd::record_function({x}, outs, [&](const std::vector<Tensor>& g) {
+    second_undefined = !g[1].defined();
+    return std::vector<Tensor>{mul_scalar(g[0], 3.0)};
+  });
+  ASSERT_TRUE(outs[0].requires_grad());
+  sum(outs[0]).backward();
+  EXPECT_TRUE(second_undefined);
+  EXPECT_EQ(w.grad().to_vector<double>(), (std::vector<double>{3, 3, 3}));
+  {
+    NoGradGuard no_grad;
+    Tensor z = autograd::record_function({w}, {mul_scalar(w, 2.0)}, nullptr)[0];
+    EXPECT_FALSE(z.requires_grad());
+  }
 }
 
 TEST(Recompute, SameGradientsAsStoredActivationsIncludingDropout) {
