@@ -26,6 +26,9 @@ DataParallel::DataParallel(std::vector<nn::ParamRef> params, Communicator& dp, o
                " is not contiguous");
   }
   active_ = dp_.size() > 1 || options_.zero > 0 || options_.force_communication;
+  MODU_CHECK(options_.leave_out_of_norm.empty() || options_.leave_out_of_norm.size() == params_.size(),
+             "data parallelism: leave_out_of_norm has ", options_.leave_out_of_norm.size(), " entries for ",
+             params_.size(), " parameters");
   if (options_.zero == 0) replicated_ = std::make_unique<optim::AdamW>(params_, adamw_config_);
   if (!active_) return;
 
@@ -152,11 +155,25 @@ void DataParallel::finish_gradient_sync() {
 }
 
 double DataParallel::grad_norm() {
-  if (options_.zero < 2) return optim::grad_norm(params_);
-  // ZeRO-2: this rank's shard of every bucket (padding is zero), summed over the DP ranks.
+  const std::vector<char>& out = options_.leave_out_of_norm;
+  if (options_.zero < 2 && out.empty()) return optim::grad_norm(params_);
   NoGradGuard no_grad;
   std::vector<Tensor> shards;
-  for (Bucket& b : buckets_) shards.push_back(b.shard_grad);
+  if (options_.zero < 2) {  // the counted parameters' full gradients, replicated over DP
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (!out[i] && params_[i].tensor->grad().defined()) shards.push_back(params_[i].tensor->grad());
+    return std::sqrt(optim::sum_of_squares(shards));
+  }
+  // ZeRO-2: this rank's shard of every bucket (padding is zero), summed over the DP ranks.
+  for (Bucket& b : buckets_) {
+    if (out.empty()) {
+      shards.push_back(b.shard_grad);
+      continue;
+    }
+    for_each_owned(b, [&](const Segment& s, int64_t first, int64_t last, int64_t lo) {
+      if (!out[s.param]) shards.push_back(b.shard_grad.slice(0, first - lo, last - lo));
+    });
+  }
   double local = optim::sum_of_squares(shards);
   return std::sqrt(dp_.sum(local));
 }

@@ -16,7 +16,8 @@
 //     every rank): ZeRO-0/1 all-reduce (average), ZeRO-2 reduce-scatter (average) into this rank's shard;
 //   finish_gradient_sync(): launches what is left, waits for everything, and writes the averaged
 //     gradient back into each .grad (ZeRO-0/1; ZeRO-2 keeps only the shard and drops .grad);
-//   grad_norm(): the norm of the averaged gradient, the same value on every rank;
+//   grad_norm(): the norm of the averaged gradient, the same value on every rank (of the parameters not
+//     left out by options.leave_out_of_norm);
 //   step(lr, grad_scale): clipping folded into the update (optim::clip_coefficient). ZeRO-0: AdamW on
 //     every parameter (replicated); ZeRO-1/2: AdamW on this rank's shard only (element-wise, so
 //     bit-identical to the unsharded update), then all-gather of the updated shards.
@@ -49,6 +50,9 @@ struct DataParallelOptions {
   // Run the bucketed path (hooks, packing, collectives) even on one rank with ZeRO-0, where it is
   // otherwise skipped: for checks of a one-rank communicator (e.g. NCCL on a single GPU).
   bool force_communication = false;
+  // Per parameter (empty: none): 1 = left out of grad_norm(). Tensor parallelism leaves the TP-replicated
+  // parameters out on TP ranks > 0, so the norm summed over the TP group counts each of them once.
+  std::vector<char> leave_out_of_norm;
 };
 
 // Optimizer state of elements [begin, end) of the flattened parameter `param` (index into the parameter list).

@@ -7,6 +7,9 @@
 #include "core/ops/dispatch.h"
 #include "core/ops/ops.h"
 #include "nn/autocast.h"
+#include "parallel/comm.h"
+#include "parallel/tensor_parallel.h"
+#include "recipes/gpt/tensor_parallel.h"
 
 namespace modu::gpt {
 
@@ -109,27 +112,40 @@ class Block : public nn::Module {
   Tensor forward(const Tensor& x, KVCache* cache, size_t layer, Generator& drop, bool training,
                  const Tensor& rope_cos, const Tensor& rope_sin) {
     double p = training ? c_.dropout : 0.0;
-    Tensor h = c_.is_llama() ? in_norm->forward(x) : ln_1->forward(x);
+    Tensor h = to_tp(c_.is_llama() ? in_norm->forward(x) : ln_1->forward(x));
     Tensor a = attention_part(h, cache, layer, rope_cos, rope_sin).to(x.dtype());  // residual stays f32
     if (p > 0) a = dropout(a, p, drop);
     Tensor x1 = add(x, a);
     Tensor m;
     if (c_.is_llama()) {
-      Tensor hn = post_norm->forward(x1);
-      m = mlp_proj->forward(mul(silu(gate->forward(hn)), up->forward(hn)));
+      Tensor hn = to_tp(post_norm->forward(x1));
+      m = row_parallel(*mlp_proj, mul(silu(gate->forward(hn)), up->forward(hn)));
     } else {
-      m = mlp_proj->forward(gelu_tanh(c_fc->forward(ln_2->forward(x1))));
+      m = row_parallel(*mlp_proj, gelu_tanh(c_fc->forward(to_tp(ln_2->forward(x1)))));
     }
     m = m.to(x1.dtype());
     if (p > 0) m = dropout(m, p, drop);
     return add(x1, m);
   }
 
+ parallel::Communicator* tp = nullptr;  // GPT::shard_tensor_parallel
+
  private:
+  int tp_size() const { return tp ? tp->size() : 1; }
+  // Input of column-parallel matrices: identity forward, gradient summed over the TP group backward.
+  Tensor to_tp(const Tensor& h) const { return tp ? parallel::copy_to_tp_region(h, *tp) : h; }
+  // A row-parallel linear: each rank's partial product summed over the TP group, then the bias once.
+  Tensor row_parallel(nn::Linear& l, const Tensor& x) const {
+    if (!tp) return l.forward(x);
+    Tensor y = parallel::reduce_from_tp_region(matmul(nn::autocast(x), nn::autocast(l.weight()).t()), *tp);
+    return l.has_bias() ? add(y, nn::autocast(l.bias())) : y;
+  }
+
   Tensor attention_part(const Tensor& h, KVCache* cache, size_t layer, const Tensor& rope_cos,
                         const Tensor& rope_sin) {
-    int64_t B = h.size(0), T = h.size(1), C = c_.n_embd, NH = c_.n_head, NKV = c_.kv_heads(),
-            HS = c_.head_size();
+    // This rank's heads: NH and NKV are per TP rank (whole heads; C the width they cover).
+    int64_t B = h.size(0), T = h.size(1), NH = c_.n_head / tp_size(), NKV = c_.kv_heads() / tp_size(),
+            HS = c_.head_size(), C = NH * HS;
     int64_t past = cache ? cache->length : 0;
     Tensor q, k, v;  // (B, T, heads, HS)
     if (!c_.is_llama()) {
@@ -168,7 +184,7 @@ class Block : public nn::Module {
     }
     Tensor o = attention(q, k, v, /*causal=*/true);              // (B, NH, T, HS)
     o = o.permute(Dims{0, 2, 1, 3}).reshape(Dims{B, T, C});      // (B, T, C)
-    return attn_proj->forward(o);
+    return row_parallel(*attn_proj, o);
   }
 
   GptConfig c_;
@@ -298,7 +314,23 @@ Tensor GPT::loss(const Tensor& logits, const Tensor& targets) const {
   return cross_entropy(flat, targets.reshape(Dims{-1}).to(flat.device()), -100, true, Vp > V ? V : 0);
 }
 
+void GPT::shard_tensor_parallel(parallel::Communicator& tp) {
+  if (tp.size() == 1) return;
+  MODU_CHECK(config_.n_head % tp.size() == 0 && config_.kv_heads() % tp.size() == 0 && config_.ffn() % tp.size() == 0,
+             "tensor parallelism: parallel.tp = ", tp.size(), " must divide model.n_head (", config_.n_head,
+             "), the key/value heads (", config_.kv_heads(), ") and the MLP width (", config_.ffn(), ")");
+  NoGradGuard no_grad;
+  for (const nn::ParamRef& p : parameters()) {
+    TpSplit split = tp_split_of(p.name);
+    if (!split.sharded()) continue;
+    *p.tensor = tp_shard(*p.tensor, split, tp.size(), tp.rank()).clone().set_requires_grad(true);
+  }
+  tp_ = &tp;
+  for (auto& b : blocks_) b->tp = &tp;
+}
+
 KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
+  MODU_CHECK(tp_ == nullptr, "GPT.make_cache: no KV cache under tensor parallelism; generate with one process");
   KVCache c;
   c.capacity = std::min(capacity, config_.block_size);
   Device dev = wte_->weight().device();

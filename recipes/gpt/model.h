@@ -19,6 +19,10 @@
 
 #include "nn/module.h"
 
+namespace modu::parallel {
+class Communicator;
+}
+
 namespace modu::gpt {
 
 struct GptConfig {
@@ -79,6 +83,13 @@ class GPT : public nn::Module {
   // Mean cross-entropy of logits (B, T, Vp) against targets (B, T), over the real vocabulary.
   Tensor loss(const Tensor& logits, const Tensor& targets) const;
 
+  // Tensor parallelism (recipes/gpt/tensor_parallel.h), after init_weights: each block's column- and row-parallel
+  // parameters become this rank's shard (global names kept; the same weights as one process), and the blocks run
+  // their heads and MLP columns split over `tp` (kept by reference; copy_to / reduce_from the TP region around
+  // them, parallel/tensor_parallel.h). A TP group of one rank changes nothing. No KV cache under TP.
+  void shard_tensor_parallel(parallel::Communicator& tp);
+  parallel::Communicator* tensor_parallel() const { return tp_; }
+
   KVCache make_cache(int64_t batch, int64_t capacity) const;
   void set_training(bool training) { training_ = training; }
   bool training() const { return training_; }
@@ -97,6 +108,7 @@ class GPT : public nn::Module {
   std::unique_ptr<nn::RMSNorm> norm_f_;
   std::unique_ptr<nn::Linear> lm_head_;  // llama only (gpt2 ties to wte)
   Tensor rope_cos_, rope_sin_;            // (block_size, HS/2)
+  parallel::Communicator* tp_ = nullptr;  // shard_tensor_parallel
 };
 
 }  // namespace modu::gpt

@@ -22,6 +22,11 @@
 //    its layers; the step's micro-batches go through the 1F1B or interleaved schedule, gradients are
 //    averaged over the DP group during each stage's last backward, the clip norm is summed over the stages, and the
 //    loss is the last stages' mean. DP rank 0 of every stage writes its stage's weights (global names).
+//  - Tensor parallelism (parallel.tp > 1; recipes/gpt/tensor_parallel.h): every rank builds the whole model from
+//    the global seed and keeps its TP shard of each block's matrices; the ranks of a TP group read the same
+//    micro-batches; the clip norm is summed over the TP group (replicated parameters counted once); checkpoints
+//    hold global tensors (the shards gathered to TP rank 0 of DP rank 0, AdamW state shaped), so they resume
+//    under any TP and DP size. Not yet: TP together with PP, vocabulary-parallel embedding and loss, CUDA.
 //  - Checkpoints go to OUT_DIR/checkpoints/step_NNNNNNNN/ (checkpoint/ layer: manifest last, then
 //    `latest`); metrics to OUT_DIR/metrics.jsonl, one object per logged step.
 #include <omp.h>
@@ -53,6 +58,7 @@
 #include "recipes/gpt/model.h"
 #include "recipes/gpt/pipeline.h"
 #include "recipes/gpt/sampling.h"
+#include "recipes/gpt/tensor_parallel.h"
 #include "recipes/metrics.h"
 
 namespace fs = std::filesystem;
@@ -182,9 +188,11 @@ struct Trainer {
     rank = world->rank();
     chief = rank == 0;
     const int64_t tp = cfg.get<int64_t>("parallel.tp"), pp = cfg.get<int64_t>("parallel.pp");
-    MODU_CHECK(tp == 1, "parallel.tp = ", tp,
-               ": tensor parallelism is not implemented yet (data and pipeline parallelism are: start more "
-               "ranks with mpirun -np N, parallel.pp = stages); set parallel.tp = 1");
+    MODU_CHECK(tp == 1 || pp == 1, "parallel.tp = ", tp, " with parallel.pp = ", pp,
+               ": tensor and pipeline parallelism together are not implemented yet; use one of them (with data "
+               "parallelism: mpirun -np N)");
+    MODU_CHECK(tp == 1 || parse_device(cfg.get<std::string>("train.device")).is_cpu(), "parallel.tp = ", tp,
+               ": tensor-parallel collectives run over MPI on the CPU only for now; set train.device = cpu");
     zero = static_cast<int>(cfg.get<int64_t>("parallel.zero"));
     MODU_CHECK(zero >= 0 && zero <= 2, "parallel.zero = ", zero, ": use 0 (replicated AdamW), 1 (AdamW state "
                "sharded over data-parallel ranks) or 2 (gradients sharded too)");
@@ -194,6 +202,8 @@ struct Trainer {
     dp_size = mesh->dp();
     mc = model_config(cfg);
     mesh->check_model({mc.n_head, mc.n_kv_head > 0 ? mc.n_kv_head : mc.n_head, mc.n_layer, mc.padded_vocab()});
+    MODU_CHECK(mc.ffn() % tp == 0, "parallel.tp = ", tp, " does not divide the MLP width ", mc.ffn(),
+               " (model.ffn_hidden); choose parallel.tp dividing it");
     device = parse_device(cfg.get<std::string>("train.device"));
     if (device.is_cuda() && world->size() > 1 && cfg.get<std::string>("train.device") == "cuda")
       device = Device(DeviceType::CUDA, parallel::local_rank());  // one GPU per rank on a node
@@ -238,6 +248,8 @@ struct Trainer {
     model = std::make_unique<gpt::GPT>(mc);
     model->init_weights(seed);  // every rank: the same weights from the global seed
     model->to(device);
+    parameter_count = model->parameter_count();  // of the whole model, before TP shards or PP frees it
+    flops_per_token = model->flops_per_token(seq_len);
     if (dp_rank > 0) {  // dropout masks differ between DP ranks (they see different samples)
       Generator::State g = model->dropout_generator().state();
       g.stream ^= static_cast<uint64_t>(dp_rank) << 40;
@@ -245,6 +257,7 @@ struct Trainer {
     }
     groups = parallel::make_groups(*world, *mesh);
     grad_comm = groups.dp.get();
+    model->shard_tensor_parallel(*groups.tp);  // TP: each block's matrices become this rank's shard
     if (pp > 1)  // refuses bad layouts (chunks > layers, micro-batches vs schedule) before any work
       pipeline = std::make_unique<gpt::PipelineStage>(
           *model, *groups.pp, cfg.get<std::string>("parallel.schedule"),
@@ -269,6 +282,9 @@ struct Trainer {
     dpo.zero = zero;
     dpo.bucket_mb = cfg.get<double>("parallel.bucket_mb");
     dpo.force_communication = comm_kind == "nccl";  // the whole DP path, even on one GPU
+    if (tp > 1 && mesh->coord(rank).tp > 0)  // the TP sum of the norm counts replicated parameters once
+      for (const nn::ParamRef& p : model->parameters())
+        dpo.leave_out_of_norm.push_back(!gpt::tp_split_of(p.name).sharded());
     opt = std::make_unique<parallel::DataParallel>(pipeline ? pipeline->parameters() : model->parameters(), *grad_comm,
                                                    oc, dpo);
     schedule.kind = cfg.get<std::string>("optim.schedule");
@@ -284,8 +300,6 @@ struct Trainer {
     init_from();
     resume();
     if (pipeline) pipeline->sync_tied_weights();  // gpt2: the last stage's copy of wte, as loaded
-    parameter_count = model->parameter_count();
-    flops_per_token = model->flops_per_token(seq_len);
     if (pipeline) pipeline->release_other_stages();  // each rank keeps its stage's weights only
     if (chief) metrics = MetricsWriter(out_dir.string());
   }
@@ -299,9 +313,14 @@ struct Trainer {
     std::vector<checkpoint::ShardTensor> tensors;
     const std::vector<nn::ParamRef>& params = opt->params();
     const bool stage_writer = dp_rank == 0;  // rank 0, or DP rank 0 of each pipeline stage: its stage's tensors
-    if (stage_writer)
+    if (mesh->tp() > 1) {  // global tensors, weights and optimizer state, written by TP rank 0 of DP rank 0
+      gather_tp_tensors(tensors, stage_writer && mesh->coord(rank).tp == 0);
+    } else if (stage_writer) {
       for (const nn::ParamRef& p : params) tensors.emplace_back("model/" + p.name, *p.tensor);
-    if (!opt->sharded()) {  // replicated: rank 0 writes it, shaped like the parameters
+    }
+    if (mesh->tp() > 1) {
+      // the optimizer state too, by gather_tp_tensors
+    } else if (!opt->sharded()) {  // replicated: rank 0 writes it, shaped like the parameters
       if (stage_writer)
         for (const parallel::StatePiece& piece : opt->optimizer_pieces()) {
           tensors.emplace_back("optim/m/" + params[piece.param].name, piece.m);
@@ -333,13 +352,59 @@ struct Trainer {
                                             {"total", schedule.total}, {"max_lr", schedule.max_lr},
                                             {"min_lr", schedule.min_lr}}}};
       info.layout = json{{"world_size", world->size()}, {"dp", dp_size}, {"tp", mesh->tp()}, {"pp", mesh->pp()},
-                         {"zero", zero}, {"optimizer_state", opt->sharded() ? "flat" : "shaped"}};
+                         {"zero", zero},
+                         {"optimizer_state", opt->sharded() && mesh->tp() == 1 ? "flat" : "shaped"}};
       checkpoint::commit(ckpt_root, step, world->size(), info, so);
       int64_t keep = cfg.get<int64_t>("train.keep_checkpoints");
       if (keep > 0) checkpoint::retain_last(ckpt_root, static_cast<int>(keep));
       std::cout << "checkpoint: " << (ckpt_root / checkpoint::step_dir_name(step)).string() << std::endl;
     }
     world->barrier();  // nobody goes on (or exits) before the commit
+  }
+
+  // Tensor parallelism: every parameter and its AdamW m, v as global tensors, shaped (ZeRO pieces summed over the
+  // DP group first: they are disjoint and the rest is zero, so the sum is exact; then the TP shards gathered).
+  // Collective over the TP and DP groups; `writer` keeps them for its shard.
+  void gather_tp_tensors(std::vector<checkpoint::ShardTensor>& tensors, bool writer) {
+    NoGradGuard no_grad;
+    const std::vector<nn::ParamRef>& params = opt->params();
+    std::vector<Tensor> m, v;
+    for (const nn::ParamRef& p : params) {
+      m.push_back(Tensor::zeros(p.tensor->shape(), DType::F32, p.tensor->device()));
+      v.push_back(Tensor::zeros(p.tensor->shape(), DType::F32, p.tensor->device()));
+    }
+    for (const parallel::StatePiece& piece : opt->optimizer_pieces()) {
+      const int64_t n = piece.end - piece.begin;
+      m[piece.param].view(Dims{-1}).slice(0, piece.begin, piece.end).copy_(piece.m.reshape(Dims{n}));
+      v[piece.param].view(Dims{-1}).slice(0, piece.begin, piece.end).copy_(piece.v.reshape(Dims{n}));
+    }
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (opt->sharded()) {
+        groups.dp->all_reduce(m[i], parallel::ReduceOp::Sum);
+        groups.dp->all_reduce(v[i], parallel::ReduceOp::Sum);
+      }
+      const gpt::TpSplit split = gpt::tp_split_of(params[i].name);
+      Tensor w = gpt::tp_unshard(*params[i].tensor, split, *groups.tp);
+      Tensor mg = gpt::tp_unshard(m[i], split, *groups.tp), vg = gpt::tp_unshard(v[i], split, *groups.tp);
+      if (!writer) continue;
+      tensors.emplace_back("model/" + params[i].name, w);
+      tensors.emplace_back("optim/m/" + params[i].name, mg);
+      tensors.emplace_back("optim/v/" + params[i].name, vg);
+    }
+  }
+
+  // The checkpoint's global tensor `name` (of parameter `param`) into `dest`: this rank's TP shard of it.
+  void read_tp_shard(const checkpoint::Checkpoint& ck, const std::string& name, const std::string& param,
+                     Tensor& dest) const {
+    if (mesh->tp() == 1) {
+      ck.read(name, dest);
+      return;
+    }
+    NoGradGuard no_grad;
+    Tensor shard = gpt::tp_shard(ck.read(name), gpt::tp_split_of(param), mesh->tp(), mesh->coord(rank).tp);
+    MODU_CHECK(shard.shape() == dest.shape(), "checkpoint ", ck.dir().string(), ": ", name, " gives a TP shard of ",
+               shard.shape().str(), ", the parameter's is ", dest.shape().str());
+    dest.copy_(shard.to(dest.device()));
   }
 
   // Elements [begin, end) of the flattened optimizer state `name` of a parameter shaped `shape` into
@@ -384,11 +449,24 @@ struct Trainer {
                "); use the recipe it was trained with, or set train.resume = \"never\" with a new train.out_dir");
     NoGradGuard no_grad;
     const std::vector<nn::ParamRef>& params = opt->params();
-    for (const nn::ParamRef& p : params) ck.read("model/" + p.name, *p.tensor);
+    for (const nn::ParamRef& p : params) read_tp_shard(ck, "model/" + p.name, p.name, *p.tensor);
     for (const parallel::StatePiece& piece : opt->optimizer_pieces()) {
       const nn::ParamRef& p = params[piece.param];
-      read_state(ck, "optim/m/" + p.name, piece.m, piece.begin, piece.end, p.tensor->shape());
-      read_state(ck, "optim/v/" + p.name, piece.v, piece.begin, piece.end, p.tensor->shape());
+      if (mesh->tp() == 1) {
+        read_state(ck, "optim/m/" + p.name, piece.m, piece.begin, piece.end, p.tensor->shape());
+        read_state(ck, "optim/v/" + p.name, piece.v, piece.begin, piece.end, p.tensor->shape());
+        continue;
+      }
+      // TP: the global state, this rank's shard of it, the piece's flat range of that.
+      const Dims global = ck.global_shape("model/" + p.name);
+      const gpt::TpSplit split = gpt::tp_split_of(p.name);
+      const int64_t n = piece.end - piece.begin;
+      for (const auto& [state, dest] : {std::pair{"optim/m/", piece.m}, std::pair{"optim/v/", piece.v}}) {
+        Tensor full = Tensor::zeros(global, DType::F32, dest.device());
+        read_state(ck, state + p.name, full, 0, global.numel(), global);
+        Tensor local = gpt::tp_shard(full, split, mesh->tp(), mesh->coord(rank).tp);
+        dest.reshape(Dims{n}).copy_(local.reshape(Dims{-1}).slice(0, piece.begin, piece.end));
+      }
     }
     opt->set_steps_taken(meta.at("optimizer_steps").get<int64_t>());
     start_step = meta.at("step").get<int64_t>();
@@ -406,6 +484,9 @@ struct Trainer {
     if (layout.contains("dp") && (layout.at("dp") != dp_size || layout.value("zero", 0) != zero))
       std::cout << " (saved under DP" << layout.at("dp") << " ZeRO-" << layout.value("zero", 0) << ", now DP"
                 << dp_size << " ZeRO-" << zero << ": optimizer state re-sliced)";
+    if (layout.value("tp", 1) != mesh->tp())  // tensors are stored global: each TP rank slices its shard
+      std::cout << " (saved under TP" << layout.value("tp", 1) << ", now TP" << mesh->tp()
+                << ": matrices re-sliced over the TP ranks)";
     if (layout.value("pp", 1) != mesh->pp())  // tensors are stored by global name: each stage reads its own
       std::cout << " (saved under PP" << layout.value("pp", 1) << ", now PP" << mesh->pp()
                 << ": layers re-partitioned over the stages)";
@@ -427,17 +508,20 @@ struct Trainer {
     NoGradGuard no_grad;
     for (const nn::ParamRef& p : model->parameters()) {
       const std::string name = "model/" + p.name;
-      MODU_CHECK(ck.has(name) && ck.global_shape(name) == p.tensor->shape(), "train.init_from: ",
+      Dims want = p.tensor->shape();  // the global shape (TP: the shard's, times the TP size along its split)
+      if (gpt::tp_split_of(p.name).sharded()) want[gpt::tp_split_of(p.name).dim] *= mesh->tp();
+      MODU_CHECK(ck.has(name) && ck.global_shape(name) == want, "train.init_from: ",
                  ck.dir().string(), (ck.has(name) ? " has a different shape for " : " lacks "), name,
                  " than the recipe's model; set the recipe's model.* to ", saved.dump());
-      ck.read(name, *p.tensor);
+      read_tp_shard(ck, name, p.name, *p.tensor);
     }
     std::cout << "initialised the weights from " << ck.dir().string() << std::endl;
   }
 
   // ---- evaluation and samples -----------------------------------------------------------------
   // Rank 0 evaluates; under PP, DP rank 0 of every stage (the forward runs through the stages).
-  bool evaluates() const { return chief || (pipeline && dp_rank == 0); }
+  // Under TP, DP rank 0 of every TP rank (the forward runs over the TP group).
+  bool evaluates() const { return chief || ((pipeline || mesh->tp() > 1) && dp_rank == 0); }
   double evaluate() {
     if (!val_loader) return std::numeric_limits<double>::quiet_NaN();
     NoGradGuard no_grad;
@@ -552,6 +636,7 @@ struct Trainer {
       opt->finish_gradient_sync();
       double gnorm = opt->grad_norm();  // of the DP-averaged gradient
       if (pipeline) gnorm = std::sqrt(groups.pp->sum(gnorm * gnorm));  // over the stages' parameters
+      if (mesh->tp() > 1) gnorm = std::sqrt(groups.tp->sum(gnorm * gnorm));  // shards; replicated ones once
       opt->step(lr, optim::clip_coefficient(gnorm, grad_clip));  // clipping folded into the update
       if (pipeline) pipeline->sync_tied_weights();
       // The global mean loss, and whether any rank was asked to stop (all ranks stop at the same step).
@@ -602,7 +687,7 @@ struct Trainer {
           std::cout << "step " << done << "/" << steps << " | val_loss " << v << std::endl;
         }
       }
-      if (chief && !pipeline && sample_every > 0 && (done % sample_every == 0 || last)) print_sample();
+      if (chief && !pipeline && mesh->tp() == 1 && sample_every > 0 && (done % sample_every == 0 || last)) print_sample();
       if ((ckpt_every > 0 && done % ckpt_every == 0) || last || stop) save_checkpoint(done);
       if (stop) {
         if (signalled)  // this rank's signal, or another rank's (the stop flag is agreed on above)
