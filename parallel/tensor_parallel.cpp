@@ -7,12 +7,14 @@
 namespace modu::parallel {
 
 namespace {
-// A fresh contiguous sum over the TP group of `x` (x itself is never written).
+// A fresh contiguous sum over the TP group of `x` (x itself is never written). Autocast's bf16 (which the
+// MPI reductions do not take) is summed in f32 and rounded once.
 Tensor summed(const Tensor& x, Communicator& tp) {
   NoGradGuard no_grad;
-  Tensor y = x.clone();
+  const bool wide = x.dtype() == DType::F32 || x.dtype() == DType::F64;
+  Tensor y = wide ? x.clone() : x.to(DType::F32).contiguous();
   tp.all_reduce(y, ReduceOp::Sum);
-  return y;
+  return wide ? y : y.to(x.dtype());
 }
 }  // namespace
 

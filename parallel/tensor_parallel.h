@@ -6,7 +6,8 @@
 //                              product), backward identity: the sum's gradient is the same for every part.
 //
 // A column-parallel linear reads copy_to_tp_region(h); a row-parallel linear's product goes through
-// reduce_from_tp_region before its (replicated) bias is added once. Shapes: any; x is made contiguous.
+// reduce_from_tp_region before its (replicated) bias is added once. Shapes: any; the sums are fresh contiguous
+// tensors of x's dtype (bf16 is summed in f32 and rounded once).
 //
 // Invariants: with a TP group of one rank both are the identity and record nothing extra; the all-reduce is
 // the communicator's, bit-identical on every rank (parallel/comm.h), so whatever is replicated across the TP

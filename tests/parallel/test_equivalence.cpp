@@ -452,15 +452,18 @@ struct TpLayout {
   int np;
   int tp;
   int zero;
+  const char* sets = "";  // more --set flags
 };
 
 fs::path train_tp(const std::string& arch, const TpLayout& l, const std::string& extra = "") {
   return train(arch + "_" + l.name, arch, l.np, l.zero,
-               std::string(kTpHeads) + " --set parallel.tp=" + std::to_string(l.tp) + extra);
+               std::string(kTpHeads) + " --set parallel.tp=" + std::to_string(l.tp) + l.sets + extra);
 }
 
-void tensor_parallel_equivalence(const std::string& arch, const std::vector<TpLayout>& layouts) {
-  fs::path ref = train(arch + "_tp_ref", arch, 1, 0, kTpHeads);
+// `ref_name`: the one-process run's folder (runs with other model settings need their own).
+void tensor_parallel_equivalence(const std::string& arch, const std::vector<TpLayout>& layouts,
+                                 const std::string& ref_sets = "", const std::string& ref_name = "") {
+  fs::path ref = train(ref_name.empty() ? arch + "_tp_ref" : ref_name, arch, 1, 0, kTpHeads + ref_sets);
   auto ref_loss = losses(ref);
   ASSERT_EQ(ref_loss.size(), 10u) << read_text(ref.string() + ".log");
   auto ref_w = tensors(ref, "model/");
@@ -491,11 +494,29 @@ TEST(TensorParallel, GptLayoutsMatchOneProcess) {
                                       {"TP4", 4, 4, 0},
                                       {"DP2xTP2_zero0", 4, 2, 0},
                                       {"DP2xTP2_zero1", 4, 2, 1},
-                                      {"DP2xTP2_zero2", 4, 2, 2}});
+                                      {"DP2xTP2_zero2", 4, 2, 2},
+                                      {"TP2_recompute", 2, 2, 0, " --set model.recompute=true"}});
 }
 
 TEST(TensorParallel, LlamaLayoutsMatchOneProcess) {
   tensor_parallel_equivalence("llama", {{"TP2", 2, 2, 0}, {"DP2xTP2_zero1", 4, 2, 1}, {"DP2xTP2_zero2", 4, 2, 2}});
+}
+
+// Four key/value heads (no grouping), so that TP4 gives each rank one query and one key/value head.
+TEST(TensorParallel, LlamaTp4MatchesOneProcess) {
+  tensor_parallel_equivalence("llama", {{"TP4_kv4", 4, 4, 0, " --set model.n_kv_head=4"}}, " --set model.n_kv_head=4",
+                              "llama_tp_ref_kv4");
+}
+
+// bf16 autocast: TP2 against one process, both bf16 (the row-parallel partial sums round differently from the
+// whole product, so the bound is bf16's, not f32's).
+TEST(TensorParallel, Bf16AutocastTracksOneProcess) {
+  fs::path ref = train("gpt_tp_bf16_ref", "gpt", 1, 0, std::string(kTpHeads) + " --set train.dtype=bf16");
+  fs::path run = train_tp("gpt", {"TP2_bf16", 2, 2, 0, " --set train.dtype=bf16"});
+  double dl = max_rel_loss_diff(losses(run), losses(ref));
+  std::printf("gpt TP2 bf16 vs one process bf16: max rel loss diff %.3e\n", dl);
+  EXPECT_EQ(losses(run).size(), 10u) << read_text(run.string() + ".log");
+  EXPECT_LE(dl, 2e-2);
 }
 
 // A DP2 x TP2 ZeRO-1 checkpoint (global tensors, AdamW state shaped) continued under one process and under TP2:

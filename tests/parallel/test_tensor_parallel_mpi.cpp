@@ -1,7 +1,7 @@
 // Tensor parallelism on the autograd tape, run on 2 or 4 ranks by CTest through tests/parallel/mpirun.sh (the
 // whole world is one TP group):
 //  - the conjugate operators (parallel/tensor_parallel.h): copy_to_tp_region sums gradients backward,
-//    reduce_from_tp_region sums values forward and passes gradients through;
+//    reduce_from_tp_region sums values forward and passes gradients through (f32 and bf16);
 //  - tp_shard / tp_unshard (recipes/gpt/tensor_parallel.h) are inverse, bit for bit;
 //  - a GPT-2 and a Llama-style model (grouped-query attention: 4 query heads, 2 or 4 key/value heads) sharded
 //    over the TP group against the same model unsharded on each rank: the loss within 1e-6 relative, every
@@ -48,6 +48,13 @@ TEST(TensorParallel, ConjugateOperators) {
   EXPECT_EQ(y.to_vector<float>(), (std::vector<float>{s, 2 * s, 3 * s}));
   sum(y).backward();
   EXPECT_EQ(x.grad().to_vector<float>(), (std::vector<float>{s, s, s}));
+  // Autocast's bf16 activations (summed in f32; these values are exact in bf16).
+  Tensor xb = Tensor::from_vector<float>({1, 2, 3}, Dims{3}).to(DType::BF16).set_requires_grad(true);
+  Tensor yb = reduce_from_tp_region(mul(copy_to_tp_region(xb, w), scale.to(DType::BF16)), w);
+  EXPECT_EQ(yb.dtype(), DType::BF16);
+  EXPECT_EQ(yb.to(DType::F32).to_vector<float>(), (std::vector<float>{s, 2 * s, 3 * s}));
+  sum(yb).backward();
+  EXPECT_EQ(xb.grad().to(DType::F32).to_vector<float>(), (std::vector<float>{s, s, s}));
 }
 
 TEST(TensorParallel, ShardThenUnshardIsTheIdentity) {
