@@ -26,7 +26,9 @@
 //    the global seed and keeps its TP shard of each block's matrices; the ranks of a TP group read the same
 //    micro-batches; the clip norm is summed over the TP group (replicated parameters counted once); checkpoints
 //    hold global tensors (the shards gathered to TP rank 0 of DP rank 0, AdamW state shaped), so they resume
-//    under any TP and DP size. Not yet: TP together with PP, vocabulary-parallel embedding and loss, CUDA.
+//    under any TP, DP and PP size. With PP, each stage's blocks are split over its TP group (activations between
+//    stages are replicated over TP: each TP rank sends to its own peer). Not yet: vocabulary-parallel embedding
+//    and loss, TP on CUDA.
 //  - Checkpoints go to OUT_DIR/checkpoints/step_NNNNNNNN/ (checkpoint/ layer: manifest last, then
 //    `latest`); metrics to OUT_DIR/metrics.jsonl, one object per logged step.
 #include <omp.h>
@@ -188,9 +190,6 @@ struct Trainer {
     rank = world->rank();
     chief = rank == 0;
     const int64_t tp = cfg.get<int64_t>("parallel.tp"), pp = cfg.get<int64_t>("parallel.pp");
-    MODU_CHECK(tp == 1 || pp == 1, "parallel.tp = ", tp, " with parallel.pp = ", pp,
-               ": tensor and pipeline parallelism together are not implemented yet; use one of them (with data "
-               "parallelism: mpirun -np N)");
     MODU_CHECK(tp == 1 || parse_device(cfg.get<std::string>("train.device")).is_cpu(), "parallel.tp = ", tp,
                ": tensor-parallel collectives run over MPI on the CPU only for now; set train.device = cpu");
     zero = static_cast<int>(cfg.get<int64_t>("parallel.zero"));
@@ -282,11 +281,10 @@ struct Trainer {
     dpo.zero = zero;
     dpo.bucket_mb = cfg.get<double>("parallel.bucket_mb");
     dpo.force_communication = comm_kind == "nccl";  // the whole DP path, even on one GPU
+    std::vector<nn::ParamRef> owned = pipeline ? pipeline->parameters() : model->parameters();
     if (tp > 1 && mesh->coord(rank).tp > 0)  // the TP sum of the norm counts replicated parameters once
-      for (const nn::ParamRef& p : model->parameters())
-        dpo.leave_out_of_norm.push_back(!gpt::tp_split_of(p.name).sharded());
-    opt = std::make_unique<parallel::DataParallel>(pipeline ? pipeline->parameters() : model->parameters(), *grad_comm,
-                                                   oc, dpo);
+      for (const nn::ParamRef& p : owned) dpo.leave_out_of_norm.push_back(!gpt::tp_split_of(p.name).sharded());
+    opt = std::make_unique<parallel::DataParallel>(owned, *grad_comm, oc, dpo);
     schedule.kind = cfg.get<std::string>("optim.schedule");
     schedule.warmup = cfg.get<int64_t>("optim.warmup_steps");
     schedule.total = steps;
