@@ -531,25 +531,48 @@ TEST(TensorParallel, PipelineLayoutsMatchOneProcess) {
   tensor_parallel_equivalence("llama", {{"TP2xPP2_1f1b", 4, 2, 0, pp}}, " --set model.n_layer=8", "llama_tp_ref_l8");
 }
 
-// A DP2 x TP2 ZeRO-1 checkpoint (global tensors, AdamW state shaped) continued under one process and under TP2:
-// steps 6..10 match the straight one-process run within 1e-5.
+// Same-layout resume under DP2 x TP2 ZeRO-2 (the optimizer state gathered to global tensors and sliced back):
+// stop after 5 steps, resume, bit-identical to the straight run: losses, weights and optimizer state.
+TEST(TensorParallel, ResumeAtTheSameLayoutIsBitIdentical) {
+  fs::path straight = train_tp("gpt", {"tp_resume_straight", 4, 2, 2});
+  fs::path resumed = train_tp("gpt", {"tp_resume_resumed", 4, 2, 2}, " --set train.stop_after=5");
+  EXPECT_EQ(losses(resumed).size(), 5u);
+  resumed = train_tp("gpt", {"tp_resume_resumed", 4, 2, 2});
+  EXPECT_NE(read_text(resumed.string() + ".log").find("resumed from"), std::string::npos);
+  EXPECT_EQ(losses(resumed), losses(straight));
+  EXPECT_EQ(tensors(resumed, "model/"), tensors(straight, "model/"));
+  EXPECT_EQ(tensors(resumed, "optim/"), tensors(straight, "optim/"));
+}
+
+// A DP2 x TP2 ZeRO-1 checkpoint (global tensors, AdamW state shaped) continued under one process and under TP2,
+// and a one-process checkpoint continued under DP2 x TP2 ZeRO-2 (each TP rank slices its shard, each DP rank its
+// flat pieces of that): steps 6..10 match the straight one-process run within 1e-5.
 TEST(TensorParallel, ResumeAcrossLayouts) {
   fs::path ref = train("gpt_tp_cross_ref", "gpt", 1, 0, kTpHeads);
   fs::path saved = train_tp("gpt", {"tp_cross_saved", 4, 2, 1}, " --set train.stop_after=5");
-  const std::vector<std::pair<TpLayout, std::string>> continued = {
-      {{"tp_cross_one_process", 1, 1, 0}, "saved under TP2, now TP1"},
-      {{"tp_cross_tp2", 2, 2, 0}, "saved under DP2 ZeRO-1, now DP1 ZeRO-0"}};
-  for (const auto& [l, message] : continued) {
+  fs::path saved_one =
+      train("gpt_tp_cross_saved_one", "gpt", 1, 0, std::string(kTpHeads) + " --set train.stop_after=5");
+  struct Continued {
+    fs::path from;
+    TpLayout layout;
+    std::string message;
+  };
+  const std::vector<Continued> continued = {
+      {saved, {"tp_cross_one_process", 1, 1, 0}, "saved under TP2, now TP1"},
+      {saved, {"tp_cross_tp2", 2, 2, 0}, "saved under DP2 ZeRO-1, now DP1 ZeRO-0"},
+      {saved_one, {"tp_cross_from_one_dp2xtp2_zero2", 4, 2, 2}, "saved under TP1, now TP2"}};
+  for (const Continued& c : continued) {
+    const TpLayout& l = c.layout;
     fs::path run = env().dir / ("gpt_" + std::string(l.name));
     fs::remove_all(run);
-    fs::copy(saved, run, fs::copy_options::recursive);
+    fs::copy(c.from, run, fs::copy_options::recursive);
     train_tp("gpt", l);
     std::string log = read_text(run.string() + ".log");
-    EXPECT_NE(log.find(message), std::string::npos) << log;
+    EXPECT_NE(log.find(c.message), std::string::npos) << log;
     double dl = max_rel_loss_diff(losses(run), losses(ref), 6);
     double dw = max_abs_diff(tensors(run, "model/"), tensors(ref, "model/"));
-    std::printf("resume DP2xTP2 ZeRO-1 step 5 -> %s: max rel loss diff (steps 6-10) %.3e, weight diff %.3e\n", l.name,
-                dl, dw);
+    std::printf("resume %s step 5 -> %s: max rel loss diff (steps 6-10) %.3e, weight diff %.3e\n",
+                c.from == saved ? "DP2xTP2 ZeRO-1" : "one process", l.name, dl, dw);
     EXPECT_EQ(losses(run).size(), 10u);
     EXPECT_LE(dl, 1e-5);
     EXPECT_LE(dw, 5e-5);
