@@ -1,6 +1,8 @@
 // parallel/data_parallel.cpp — bucketed DP gradient averaging and ZeRO-1/2 AdamW (see data_parallel.h).
 #include "parallel/data_parallel.h"
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <set>
 
@@ -8,6 +10,13 @@
 #include "core/ops/ops.h"
 
 namespace modu::parallel {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double seconds(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+}  // namespace
 
 DataParallel::DataParallel(std::vector<nn::ParamRef> params, Communicator& dp, optim::AdamWConfig adamw,
                            DataParallelOptions options)
@@ -103,10 +112,14 @@ void DataParallel::prepare_backward(bool sync) {
   }
   std::fill(had_grad_.begin(), had_grad_.end(), 0);
   next_launch_ = 0;
+  next_done_ = 0;
+  overlap_ = OverlapStats();
+  backward_start_ = Clock::now();
 }
 
 void DataParallel::on_grad_ready(size_t param) {
   if (!sync_) return;
+  poll_completions();
   Bucket& b = buckets_[bucket_of_[param]];
   if (--b.pending == 0) launch_ready_buckets();
 }
@@ -130,20 +143,38 @@ void DataParallel::launch(Bucket& b) {
     }
   }
   b.launched = true;
+  b.launched_at = Clock::now();
   if (options_.zero == 2)
     b.work = dp_.reduce_scatter_async(b.flat, b.shard_grad, ReduceOp::Avg);
   else
     b.work = dp_.all_reduce_async(b.flat, ReduceOp::Avg);
 }
 
+void DataParallel::poll_completions() {
+  if (next_done_ >= next_launch_) return;
+  const Clock::time_point now = Clock::now();
+  while (next_done_ < next_launch_ && buckets_[next_done_].work->is_completed()) buckets_[next_done_++].done_at = now;
+}
+
 void DataParallel::finish_gradient_sync() {
   sync_ = false;
   if (!active_) return;
+  overlap_.backward_s = seconds(backward_start_, Clock::now());
   for (Bucket& b : buckets_) b.pending = 0;  // parameters no backward reached: launch anyway
   launch_ready_buckets();
   NoGradGuard no_grad;
-  for (Bucket& b : buckets_) {
-    b.work->wait();
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    Bucket& b = buckets_[i];
+    poll_completions();
+    if (next_done_ <= i) {  // still in flight: this wait is exposed communication
+      const Clock::time_point w0 = Clock::now();
+      b.work->wait();
+      b.done_at = Clock::now();
+      overlap_.exposed_s += seconds(w0, b.done_at);
+      next_done_ = i + 1;
+    } else {
+      b.work->wait();  // complete: returns at once (and rethrows the collective's error)
+    }
     b.work = nullptr;
     if (options_.zero == 2) continue;
     for (const Segment& s : b.segments) {
@@ -152,6 +183,19 @@ void DataParallel::finish_gradient_sync() {
       g.reshape(Dims{-1}).copy_(b.flat.slice(0, s.offset, s.offset + s.numel));
     }
   }
+  // Wall time with a bucket in flight: buckets launched in index order, so their intervals start sorted.
+  Clock::time_point covered;
+  for (const Bucket& b : buckets_) {
+    const Clock::time_point from = std::max(b.launched_at, covered);
+    if (b.done_at > from) overlap_.comm_s += seconds(from, b.done_at);
+    covered = std::max(covered, b.done_at);
+  }
+}
+
+double DataParallel::bucket_in_flight_s(int i) const {
+  MODU_CHECK(i >= 0 && i < num_buckets(), "bucket_in_flight_s(", i, "): there are ", num_buckets(), " buckets");
+  const Bucket& b = buckets_[static_cast<size_t>(i)];
+  return b.done_at > b.launched_at ? seconds(b.launched_at, b.done_at) : 0.0;
 }
 
 double DataParallel::grad_norm() {
@@ -212,7 +256,9 @@ void DataParallel::step(double lr, double grad_scale) {
     b.work = dp_.all_gather_async(mine[i], b.flat);
   }
   for (Bucket& b : buckets_) {
+    const Clock::time_point w0 = Clock::now();
     b.work->wait();
+    overlap_.gather_s += seconds(w0, Clock::now());
     b.work = nullptr;
     for (const Segment& s : b.segments)
       params_[s.param].tensor->reshape(Dims{-1}).copy_(b.flat.slice(0, s.offset, s.offset + s.numel));

@@ -30,12 +30,22 @@
 //    force_communication asks for the whole path.
 //  - Optimizer state is f32, like optim::AdamW's; sharded state covers exactly the parameters' elements
 //    (padding has none), and optimizer_pieces() lists it as (parameter, flat range) pieces for checkpoints.
+//  - Overlap accounting (overlap(), always on: a steady_clock read per grad-ready hook, no allocation). Each
+//    hook first polls the launched buckets' Work::is_completed() in launch order (collectives of one
+//    communicator complete in issue order), so a bucket's communication is "in flight" from the launch of
+//    its non-blocking collective until its completion is first observed (resolution: the gap between two
+//    hooks). The collectives progress without the caller (the MPI backend's worker thread, NCCL's stream);
+//    polling only observes. comm_s is the wall time with at least one bucket in flight (the union of the
+//    buckets' intervals: they run one after the other, so a sum would count queueing twice); exposed_s the
+//    time finish_gradient_sync() blocked in wait() on buckets not yet complete. Each such wait lies inside
+//    its bucket's interval, so 0 <= exposed_s <= comm_s and hidden_fraction() = 1 - exposed/comm is in [0, 1].
 //  - Memory, honestly: the flat bucket buffers (one gradient-sized f32 copy) persist across steps in every
 //    stage; ZeRO-2 drops each .grad once packed and keeps 1/n of the averaged gradient, so it saves the
 //    .grad copy but not the staging buffer (freeing buckets between steps is left for later).
 
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
@@ -64,6 +74,16 @@ struct StatePiece {
   Tensor m, v;
 };
 
+// Where the last synchronised step's gradient communication went (see the header comment), in seconds.
+struct OverlapStats {
+  double backward_s = 0;  // prepare_backward(true) to finish_gradient_sync(): the window that can hide it
+  double comm_s = 0;      // wall time with at least one gradient bucket's collective in flight
+  double exposed_s = 0;   // finish_gradient_sync() blocked waiting for them after backward
+  double gather_s = 0;    // ZeRO-1/2: step() blocked on the parameter all-gather (never behind backward)
+  // 1 - exposed / comm; 1 when nothing was communicated.
+  double hidden_fraction() const { return comm_s > 0 ? 1.0 - exposed_s / comm_s : 1.0; }
+};
+
 class DataParallel {
  public:
   DataParallel(std::vector<nn::ParamRef> params, Communicator& dp, optim::AdamWConfig adamw,
@@ -88,6 +108,9 @@ class DataParallel {
   std::vector<StatePiece> optimizer_pieces();
   int64_t optimizer_state_bytes() const;
   int num_buckets() const { return static_cast<int>(buckets_.size()); }
+  // The last synchronised step's overlap accounting, and bucket i's time in flight in it.
+  const OverlapStats& overlap() const { return overlap_; }
+  double bucket_in_flight_s(int i) const;
 
  private:
   struct Segment {
@@ -105,11 +128,13 @@ class DataParallel {
     int pending = 0;
     bool launched = false;
     WorkHandle work;
+    std::chrono::steady_clock::time_point launched_at, done_at;  // of this step's collective
   };
 
   void on_grad_ready(size_t param);
   void launch_ready_buckets();
   void launch(Bucket& b);
+  void poll_completions();  // marks buckets [next_done_, next_launch_) found complete, in order
   int64_t shard_len(const Bucket& b) const { return b.padded / dp_.size(); }
   // This rank's shard of `b` intersected with each segment: (segment, first, last) in bucket elements.
   template <class F>
@@ -126,6 +151,9 @@ class DataParallel {
   std::vector<size_t> bucket_of_;  // param -> bucket
   std::vector<char> had_grad_;     // param got a gradient in this step's last backward
   size_t next_launch_ = 0;
+  size_t next_done_ = 0;  // buckets before it were observed complete
+  OverlapStats overlap_;
+  std::chrono::steady_clock::time_point backward_start_;
   bool sync_ = false;
 };
 

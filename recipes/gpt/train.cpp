@@ -668,6 +668,12 @@ struct Trainer {
           if (dp_size > 1) {  // for bench/parallel: DP bytes sent by rank 0 and its AdamW state
             record["dp_bytes_sent"] = step_bytes;
             record["optimizer_state_bytes"] = opt->optimizer_state_bytes();
+            const parallel::OverlapStats& ov = opt->overlap();  // rank 0's gradient communication vs backward
+            record["dp_backward_s"] = ov.backward_s;
+            record["dp_comm_s"] = ov.comm_s;
+            record["dp_exposed_s"] = ov.exposed_s;
+            record["dp_hidden_fraction"] = ov.hidden_fraction();
+            if (opt->sharded()) record["dp_gather_s"] = ov.gather_s;
           }
           if (pipeline) {  // for bench/parallel: mean receive wait and forward-backward time per rank
             record["pp_wait_s"] = agreed.data<double>()[2] / world->size();
