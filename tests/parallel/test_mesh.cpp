@@ -166,7 +166,11 @@ TEST(DataParallel, ZeroOnOneRankIsBitIdenticalToAdamW) {
     auto params = make_params(store);
     auto comm = make_single_communicator();
     // zero = -1: ZeRO-0 with the bucketed path forced on (what a one-GPU NCCL check runs).
-    DataParallel dp(params, *comm, cfg, DataParallelOptions{std::max(zero, 0), 1e-4, zero < 0});
+    DataParallelOptions options;
+    options.zero = std::max(zero, 0);
+    options.bucket_mb = 1e-4;
+    options.force_communication = zero < 0;
+    DataParallel dp(params, *comm, cfg, options);
     if (zero > 0) {
       EXPECT_GT(dp.num_buckets(), 1);
     }
