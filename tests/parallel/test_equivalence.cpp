@@ -519,14 +519,16 @@ TEST(TensorParallel, Bf16AutocastTracksOneProcess) {
   EXPECT_LE(dl, 2e-2);
 }
 
-// TP x PP: the 8-layer tiny model of the Pipeline.* tests with 4 heads, each stage's blocks split over its TP
-// group, against one process (micro-batch 2, as there).
+// TP x PP (and DP2 x TP2 x PP2 with ZeRO-1 on 8 ranks): the 8-layer tiny model of the Pipeline.* tests with 4
+// heads, each stage's blocks split over its TP group, against one process (micro-batch 2, as there).
 TEST(TensorParallel, PipelineLayoutsMatchOneProcess) {
   const char* pp = " --set model.n_layer=8 --set train.micro_batch_size=1 --set parallel.pp=2";
   const std::string interleaved =
       std::string(pp) + " --set parallel.schedule=interleaved --set parallel.virtual_stages=2";
   tensor_parallel_equivalence("gpt",
-                              {{"TP2xPP2_1f1b", 4, 2, 0, pp}, {"TP2xPP2_interleaved", 4, 2, 0, interleaved.c_str()}},
+                              {{"TP2xPP2_1f1b", 4, 2, 0, pp},
+                               {"TP2xPP2_interleaved", 4, 2, 0, interleaved.c_str()},
+                               {"DP2xTP2xPP2_1f1b_zero1", 8, 2, 1, pp}},
                               " --set model.n_layer=8", "gpt_tp_ref_l8");
   tensor_parallel_equivalence("llama", {{"TP2xPP2_1f1b", 4, 2, 0, pp}}, " --set model.n_layer=8", "llama_tp_ref_l8");
 }
