@@ -17,32 +17,9 @@ std::vector<Tensor> record_function(const std::vector<Tensor>& inputs, const std
   n->op = OpId::copy;  // unused: function nodes are recognised by `function`
   n->next.assign_default(inputs.size());
   n->input_meta.assign_default(inputs.size());
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const Tensor& t = inputs[i];
-    n->input_meta[i] = InputMeta{t.shape(), t.dtype(), t.device()};
-    if (!t.requires_grad()) continue;
-    if (t.impl()->grad_fn) {
-      n->next[i].node = t.impl()->grad_fn;
-      n->next[i].output_nr = t.impl()->output_nr;
-    } else {
-      n->next[i].leaf = t.impl_ref();
-    }
-  }
-  n->n_outputs = static_cast<uint32_t>(outputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) link_input(*n, i, inputs[i]);
   n->function = std::make_unique<FunctionBackward>(std::move(backward));
-  n->seq = next_sequence_number();
-  Ref<GradNodeBase> self(n);
-  std::vector<Tensor> result;
-  for (size_t o = 0; o < outputs.size(); ++o) {
-    Tensor t = outputs[o].detach();
-    if (is_floating(t.dtype())) {
-      t.impl()->requires_grad = true;
-      t.impl()->grad_fn = self;
-      t.impl()->output_nr = static_cast<uint32_t>(o);
-    }
-    result.push_back(t);
-  }
-  return result;
+  return attach_outputs(n, outputs);
 }
 
 void function_backward(Node& n, std::vector<Tensor>& grad_in) {

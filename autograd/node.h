@@ -90,4 +90,11 @@ SaveSpec save_spec(OpId op);
 // Creation order of nodes (the ready queue runs later nodes first).
 uint64_t next_sequence_number();
 
+// For nodes built by hand (record_function, checkpoint scopes): edge `slot` of n records t's shape, dtype
+// and device, and points at t's grad_fn (or t itself, a leaf) when t requires grad.
+void link_input(Node& n, size_t slot, const Tensor& t);
+// Stamps n's sequence number and output count and returns `outputs` detached, the floating ones made
+// outputs of n (requires_grad, grad_fn, output_nr).
+std::vector<Tensor> attach_outputs(Node* n, const std::vector<Tensor>& outputs);
+
 }  // namespace modu::autograd

@@ -61,33 +61,10 @@ std::vector<Tensor> checkpoint(const RecomputeFn& fn, const std::vector<Tensor>&
   size_t edges = inputs.size() + state->leaves.size();
   n->next.assign_default(edges);
   n->input_meta.assign_default(edges);
-  auto link = [&](size_t slot, const Tensor& t) {
-    n->input_meta[slot] = InputMeta{t.shape(), t.dtype(), t.device()};
-    if (!t.requires_grad()) return;
-    if (t.impl()->grad_fn) {
-      n->next[slot].node = t.impl()->grad_fn;
-      n->next[slot].output_nr = t.impl()->output_nr;
-    } else {
-      n->next[slot].leaf = t.impl_ref();
-    }
-  };
-  for (size_t i = 0; i < inputs.size(); ++i) link(i, inputs[i]);
-  for (size_t j = 0; j < state->leaves.size(); ++j) link(inputs.size() + j, state->leaves[j]);
-  n->n_outputs = static_cast<uint32_t>(outputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) link_input(*n, i, inputs[i]);
+  for (size_t j = 0; j < state->leaves.size(); ++j) link_input(*n, inputs.size() + j, state->leaves[j]);
   n->recompute = std::move(state);
-  n->seq = next_sequence_number();  // after every node the scope's inputs came from
-  Ref<GradNodeBase> self(n);
-  std::vector<Tensor> result;
-  for (size_t o = 0; o < outputs.size(); ++o) {
-    Tensor t = outputs[o].detach();
-    if (is_floating(t.dtype())) {
-      t.impl()->requires_grad = true;
-      t.impl()->grad_fn = self;
-      t.impl()->output_nr = static_cast<uint32_t>(o);
-    }
-    result.push_back(t);
-  }
-  return result;
+  return attach_outputs(n, outputs);  // sequence number after every node the scope's inputs came from
 }
 
 void recompute_backward(Node& n, std::vector<Tensor>& grad_in) {

@@ -252,6 +252,34 @@ void Node::destroy_self() { ObjectPool<Node>::instance().recycle(this); }
 
 uint64_t next_sequence_number() { return g_seq.fetch_add(1, std::memory_order_relaxed); }
 
+void link_input(Node& n, size_t slot, const Tensor& t) {
+  n.input_meta[slot] = InputMeta{t.shape(), t.dtype(), t.device()};
+  if (!t.requires_grad()) return;
+  if (t.impl()->grad_fn) {
+    n.next[slot].node = t.impl()->grad_fn;
+    n.next[slot].output_nr = t.impl()->output_nr;
+  } else {
+    n.next[slot].leaf = t.impl_ref();
+  }
+}
+
+std::vector<Tensor> attach_outputs(Node* n, const std::vector<Tensor>& outputs) {
+  n->n_outputs = static_cast<uint32_t>(outputs.size());
+  n->seq = next_sequence_number();  // after every node the inputs came from
+  Ref<GradNodeBase> self(n);
+  std::vector<Tensor> result;
+  for (size_t o = 0; o < outputs.size(); ++o) {
+    Tensor t = outputs[o].detach();
+    if (is_floating(t.dtype())) {
+      t.impl()->requires_grad = true;
+      t.impl()->grad_fn = self;
+      t.impl()->output_nr = static_cast<uint32_t>(o);
+    }
+    result.push_back(t);
+  }
+  return result;
+}
+
 int64_t live_nodes() { return g_live.load(); }
 void install() { set_tape_recorder(&record); }
 
