@@ -80,6 +80,7 @@ TokenBatch TokenLoader::batch_at(uint64_t g, int64_t count) const {
   b.inputs = Tensor::empty({count, options_.seq_len}, DType::I64);
   b.targets = Tensor::empty({count, options_.seq_len}, DType::I64);
   fill_at(g, count, b.inputs.data<int64_t>(), b.targets.data<int64_t>());
+  b.first_sample = g;
   return b;
 }
 

@@ -44,6 +44,7 @@ struct TokenLoaderOptions {
 struct TokenBatch {
   Tensor inputs;   // (B, T) i64 on the CPU
   Tensor targets;  // (B, T) i64 on the CPU: inputs shifted left by one token
+  uint64_t first_sample = 0;  // the global sample index g of row 0 (row b is sample g + b): what keys dropout
 };
 
 class TokenLoader {

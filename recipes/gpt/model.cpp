@@ -56,6 +56,29 @@ void GptConfig::validate() const {
   MODU_CHECK(dropout >= 0 && dropout < 1, "model.dropout must be in [0, 1), got ", dropout);
 }
 
+namespace {
+// x (B, T, C): dropout of site `site` keyed by the samples x holds (DropoutKey). Row b starts at uniform number
+// (first_sample + b)*T*C, so a batch is one dropout op whenever first_sample*T*C is a multiple of 4 (a Philox
+// block); otherwise the keep/scale factors are drawn over the enclosing blocks and multiplied in.
+// `gen` is scratch: its state is set here.
+Tensor keyed_dropout(const Tensor& x, double p, const DropoutKey& key, int64_t site, Generator& gen) {
+  const uint64_t per_sample = static_cast<uint64_t>(x.numel() / x.size(0));
+  const uint64_t start = key.first_sample * per_sample;
+  gen.set_state({key.seed, stream_id("dropout", site), start / 4});
+  const int64_t skip = static_cast<int64_t>(start % 4);
+  if (skip == 0) return dropout(x, p, gen);
+  Tensor keep;  // keep / (1 - p) per element, no gradient
+  {
+    NoGradGuard no_grad;
+    keep = dropout(Tensor::ones(Dims{skip + x.numel()}, x.dtype(), x.device()), p, gen)
+               .narrow(0, skip, x.numel())
+               .contiguous()
+               .view(x.shape());
+  }
+  return mul(x, keep);
+}
+}  // namespace
+
 namespace detail {
 // A named group of sub-modules (gives parameters their dotted names).
 struct Group : nn::Module {
@@ -109,12 +132,13 @@ class Block : public nn::Module {
   }
 
   // x (B, T, C) -> (B, T, C). `cache` (with this block's layer index) holds earlier keys/values.
-  Tensor forward(const Tensor& x, KVCache* cache, size_t layer, Generator& drop, bool training,
-                 const Tensor& rope_cos, const Tensor& rope_sin) {
+  Tensor forward(const Tensor& x, KVCache* cache, size_t layer, const DropoutKey& drop, Generator& drop_gen,
+                 bool training, const Tensor& rope_cos, const Tensor& rope_sin) {
+    const int64_t site = 1 + 2 * static_cast<int64_t>(layer);  // attention branch; the MLP's is site + 1
     double p = training ? c_.dropout : 0.0;
     Tensor h = to_tp(c_.is_llama() ? in_norm->forward(x) : ln_1->forward(x));
     Tensor a = attention_part(h, cache, layer, rope_cos, rope_sin).to(x.dtype());  // residual stays f32
-    if (p > 0) a = dropout(a, p, drop);
+    if (p > 0) a = keyed_dropout(a, p, drop, site, drop_gen);
     Tensor x1 = add(x, a);
     Tensor m;
     if (c_.is_llama()) {
@@ -124,7 +148,7 @@ class Block : public nn::Module {
       m = row_parallel(*mlp_proj, gelu_tanh(c_fc->forward(to_tp(ln_2->forward(x1)))));
     }
     m = m.to(x1.dtype());
-    if (p > 0) m = dropout(m, p, drop);
+    if (p > 0) m = keyed_dropout(m, p, drop, site + 1, drop_gen);
     return add(x1, m);
   }
 
@@ -194,7 +218,7 @@ class Block : public nn::Module {
   std::unique_ptr<nn::Linear> c_attn, attn_proj, c_fc, mlp_proj, q_proj, k_proj, v_proj, gate, up;
 };
 
-GPT::GPT(const GptConfig& config) : config_(config), dropout_gen_(0, stream_id("dropout")) {
+GPT::GPT(const GptConfig& config) : config_(config) {
   config_.validate();
   int64_t C = config_.n_embd, Vp = config_.padded_vocab();
   if (!config_.is_llama()) {
@@ -250,7 +274,7 @@ void GPT::init_weights(uint64_t seed) {
     wte_->weight().narrow(0, V, Vp - V).zero_();
     if (lm_head_) lm_head_->weight().narrow(0, V, Vp - V).zero_();
   }
-  dropout_gen_.reseed(seed, stream_id("dropout"));
+  dropout_key_.seed = seed;
 }
 
 Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
@@ -273,7 +297,7 @@ Tensor GPT::embed(const Tensor& idx, int64_t past) {
     x = add(x, wpe_->forward(positions));  // (T, C) broadcast over B
   }
   double p = training_ ? config_.dropout : 0.0;
-  if (p > 0) x = dropout(x, p, dropout_gen_);
+  if (p > 0) x = keyed_dropout(x, p, dropout_key_, 0, dropout_gen_);
   return x;
 }
 
@@ -288,13 +312,14 @@ Tensor GPT::blocks(const Tensor& input, int64_t begin, int64_t end, KVCache* cac
     Block* b = blocks_[l].get();
     if (config_.recompute && training_ && !cache && grad_mode_enabled()) {
       bool train = training_;
+      DropoutKey key = dropout_key_;  // recomputation (maybe after later forwards, under PP) replays these samples
       x = autograd::checkpoint(
-          [this, b, l, train, cos, sin](const std::vector<Tensor>& in) {
-            return std::vector<Tensor>{b->forward(in[0], nullptr, l, dropout_gen_, train, cos, sin)};
+          [this, b, l, train, key, cos, sin](const std::vector<Tensor>& in) {
+            return std::vector<Tensor>{b->forward(in[0], nullptr, l, key, dropout_gen_, train, cos, sin)};
           },
           {x})[0];
     } else {
-      x = b->forward(x, cache, l, dropout_gen_, training_, cos, sin);
+      x = b->forward(x, cache, l, dropout_key_, dropout_gen_, training_, cos, sin);
     }
   }
   return x;

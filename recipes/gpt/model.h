@@ -60,6 +60,16 @@ struct KVCache {
   int64_t capacity = 0;
 };
 
+// Dropout keyed by the data. Element (t, c) of global sample g at dropout site s (0: the embeddings; 1 + 2l:
+// block l's attention branch; 2 + 2l: its MLP branch) is kept iff Philox uniform number (g*T + t)*C + c of the
+// stream (seed, "dropout" site s) (core/rng.h) is >= p. The masks therefore depend only on the seed, the site
+// and which samples a batch holds: DP ranks, micro-batching, pipeline stages, TP ranks (whose activations are
+// replicated), activation recomputation and resume at any layout all draw one process's masks.
+struct DropoutKey {
+  uint64_t seed = 0;          // train.seed (init_weights)
+  uint64_t first_sample = 0;  // global sample index of batch row 0
+};
+
 class Block;
 
 class GPT : public nn::Module {
@@ -93,7 +103,9 @@ class GPT : public nn::Module {
   KVCache make_cache(int64_t batch, int64_t capacity) const;
   void set_training(bool training) { training_ = training; }
   bool training() const { return training_; }
-  Generator& dropout_generator() { return dropout_gen_; }
+  // Dropout masks are keyed by the data, not by the order of calls: the next forward's batch row b is global
+  // sample `first_sample + b` (data::TokenBatch::first_sample). See DropoutKey.
+  void set_dropout_samples(uint64_t first_sample) { dropout_key_.first_sample = first_sample; }
   const GptConfig& config() const { return config_; }
   // Parameters counted by the MFU formula (all, including the padded vocabulary rows).
   int64_t flops_per_token(int64_t seq_len);
@@ -101,7 +113,8 @@ class GPT : public nn::Module {
  private:
   GptConfig config_;
   bool training_ = true;
-  Generator dropout_gen_;
+  DropoutKey dropout_key_;
+  Generator dropout_gen_;  // scratch: re-positioned from the key before every dropout (no allocation per call)
   std::unique_ptr<nn::Embedding> wte_, wpe_;
   std::vector<std::unique_ptr<Block>> blocks_;
   std::unique_ptr<nn::LayerNorm> ln_f_;

@@ -90,10 +90,10 @@ void PipelineStage::release_other_stages() {
     if (owner_of(r.name) % p_ != stage_) *r.tensor = Tensor::empty(Dims{0}, r.tensor->dtype(), r.tensor->device());
 }
 
-double PipelineStage::forward_backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets,
-                                       DType compute_dtype, const std::function<void()>& before_last_backward) {
-  MODU_CHECK(static_cast<int>(inputs.size()) == m_ && static_cast<int>(targets.size()) == m_,
-             "pipeline: ", inputs.size(), " micro-batches given, the schedule has ", m_);
+double PipelineStage::forward_backward(const std::vector<data::TokenBatch>& micro_batches, DType compute_dtype,
+                                       const std::function<void()>& before_last_backward) {
+  MODU_CHECK(static_cast<int>(micro_batches.size()) == m_, "pipeline: ", micro_batches.size(),
+             " micro-batches given, the schedule has ", m_);
   const int K = p_ * v_;
   const Device device = model_.parameters().front().tensor->device();
   const int64_t C = model_.config().n_embd;
@@ -134,7 +134,8 @@ double PipelineStage::forward_backward(const std::vector<Tensor>& inputs, const 
     }
     Slot& s = slots[static_cast<size_t>(a.micro * v_ + a.chunk)];
     const int k = schedule_.virtual_stage(stage_, a.chunk);
-    const Dims shape{inputs[a.micro].size(0), inputs[a.micro].size(1), C};  // x (B, T, C)
+    const data::TokenBatch& mb = micro_batches[static_cast<size_t>(a.micro)];
+    const Dims shape{mb.inputs.size(0), mb.inputs.size(1), C};  // x (B, T, C)
     switch (a.kind) {
       case ActionKind::RecvForward: {
         Tensor buf = Tensor::empty(shape, DType::F32, device);
@@ -144,11 +145,12 @@ double PipelineStage::forward_backward(const std::vector<Tensor>& inputs, const 
       }
       case ActionKind::Forward: {
         nn::AutocastGuard autocast(compute_dtype);  // bf16 products; the residual stream stays f32
-        Tensor x = k == 0 ? model_.embed(inputs[a.micro].to(device)) : s.in;
+        model_.set_dropout_samples(mb.first_sample);
+        Tensor x = k == 0 ? model_.embed(mb.inputs.to(device)) : s.in;
         auto [begin, end] = layers(a.chunk);
         Tensor y = model_.blocks(x, begin, end);
         if (k == K - 1) {
-          Tensor loss = model_.loss(model_.head(y, tied_), targets[a.micro].to(device));
+          Tensor loss = model_.loss(model_.head(y, tied_), mb.targets.to(device));
           loss_sum += loss.item();
           s.out = m_ > 1 ? mul_scalar(loss, 1.0 / static_cast<double>(m_)) : loss;
         } else {

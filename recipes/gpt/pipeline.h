@@ -23,7 +23,7 @@
 //
 // Invariants: the losses and gradients of a step equal one process's on the same global batch up to the
 // rounding of the sums (scaling by 1/m, m micro-batches per DP rank, as the one-process loop does); dropout
-// streams are per rank, so equality needs model.dropout = 0.
+// masks are keyed by the samples (gpt::DropoutKey), so they are one process's too.
 #pragma once
 
 #include <functional>
@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "data/token_loader.h"
 #include "parallel/comm.h"
 #include "parallel/schedule.h"
 #include "recipes/gpt/model.h"
@@ -55,13 +56,14 @@ class PipelineStage {
   // The parameters this stage owns (global names), in the model's order.
   std::vector<nn::ParamRef> parameters() const;
 
-  // One step's forwards and backwards: inputs[i], targets[i] (B, T) are micro-batch i (read on the first and
-  // last stage). Each micro-batch's loss is scaled by 1/m before backward. Afterwards every owned parameter's
+  // One step's forwards and backwards: micro_batches[i] (inputs, targets (B, T); inputs read on the first stage,
+  // targets on the last, first_sample everywhere: it keys the dropout masks) is micro-batch i. Each micro-batch's
+  // loss is scaled by 1/m before backward. Afterwards every owned parameter's
   // .grad holds this DP rank's gradient of the step (wte's including the tied head's part). Returns the sum of
   // the m unscaled losses on the last stage, 0 elsewhere. Seconds spent waiting in receives go to wait_seconds.
   // `before_last_backward` runs once, right before this stage's last backward, when every owned gradient but
   // that pass's part is in .grad (DP: arm the gradient hooks there, so buckets are averaged while it runs).
-  double forward_backward(const std::vector<Tensor>& inputs, const std::vector<Tensor>& targets, DType compute_dtype,
+  double forward_backward(const std::vector<data::TokenBatch>& micro_batches, DType compute_dtype,
                           const std::function<void()>& before_last_backward = nullptr);
   // Replaces every parameter other stages own by an empty (0-element) tensor on the same device, so a rank
   // holds only its stage's weights. After the last read of the whole model (init, init_from, resume).

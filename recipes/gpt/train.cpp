@@ -5,8 +5,9 @@
 //  - A step is: batch_size / micro_batch_size micro-batches, each loss scaled by 1/accumulation so
 //    the gradient is the mean over the global batch; clip; one AdamW update with the schedule's lr.
 //  - Resume is bit-identical: a checkpoint holds the parameters, AdamW's m, v and step counter, the
-//    data loader's global sample index, the dropout stream and the effective recipe; the learning
-//    rate is a function of the step. N steps straight == K steps, stop, resume, N - K steps.
+//    data loader's global sample index and the effective recipe; the learning rate is a function of the
+//    step and dropout masks of the samples (gpt::DropoutKey). N steps straight == K steps, stop, resume,
+//    N - K steps.
 //  - SIGINT/SIGTERM (and SIGUSR1) finish the running step, commit a checkpoint and exit 0. Under mpirun,
 //    signal mpirun with SIGUSR1, which it forwards to every rank (it turns SIGTERM into killing the job;
 //    launch/mpirun.sh turns SIGTERM into SIGUSR1). A signal reaching some ranks only stops them all: the
@@ -249,11 +250,6 @@ struct Trainer {
     model->to(device);
     parameter_count = model->parameter_count();  // of the whole model, before TP shards or PP frees it
     flops_per_token = model->flops_per_token(seq_len);
-    if (dp_rank > 0) {  // dropout masks differ between DP ranks (they see different samples)
-      Generator::State g = model->dropout_generator().state();
-      g.stream ^= static_cast<uint64_t>(dp_rank) << 40;
-      model->dropout_generator().set_state(g);
-    }
     groups = parallel::make_groups(*world, *mesh);
     grad_comm = groups.dp.get();
     model->shard_tensor_parallel(*groups.tp);  // TP: each block's matrices become this rank's shard
@@ -335,7 +331,9 @@ struct Trainer {
     checkpoint::SaveOptions so;
     so.tag = save_tag;
     so.fault_hook = pause_in_save_hook(rank, step);
-    json rank_state{{"dropout", checkpoint::rng_state_to_json(model->dropout_generator().state())}};
+    // The rank's random state: dropout masks are keyed by the seed and the global sample index (gpt::DropoutKey),
+    // the same on every rank and layout, so resume needs only the data position; recorded for the reader.
+    const json rank_state{{"dropout", {{"seed", seed}, {"keyed_by", "global sample index"}}}};
     checkpoint::write_shard(ckpt_root, step, rank, tensors, rank_state, so);
     world->barrier();
     if (chief) {
@@ -469,14 +467,6 @@ struct Trainer {
     opt->set_steps_taken(meta.at("optimizer_steps").get<int64_t>());
     start_step = meta.at("step").get<int64_t>();
     train_loader->set_position(meta.at("data").at("position").get<uint64_t>());
-    // The dropout stream: this rank's own when the layout is the same, else rank 0's (re-derived per rank).
-    const bool same_world = ck.world_size() == world->size();
-    const json& rs = ck.rank_state(same_world ? rank : 0);
-    if (rs.contains("dropout")) {
-      Generator::State g = checkpoint::rng_state_from_json(rs.at("dropout"));
-      if (!same_world) g.stream ^= static_cast<uint64_t>(dp_rank) << 40;
-      model->dropout_generator().set_state(g);
-    }
     const json& layout = ck.layout();
     std::cout << "resumed from " << ck.dir().string() << " at step " << start_step;
     if (layout.contains("dp") && (layout.at("dp") != dp_size || layout.value("zero", 0) != zero))
@@ -605,21 +595,19 @@ struct Trainer {
       model->zero_grad();
       double loss_sum = 0, pp_wait = 0, pp_time = 0;
       if (pipeline) {  // the step's micro-batches through the schedule, then DP averaging in one go
-        std::vector<Tensor> inputs, targets;
-        for (int64_t a = 0; a < accum; ++a) {  // every stage reads them, so every loader stays in step
-          data::TokenBatch tb = train_loader->next_local_batch(micro, dp_rank, dp_size);
-          inputs.push_back(tb.inputs);
-          targets.push_back(tb.targets);
-        }
+        std::vector<data::TokenBatch> micro_batches;
+        for (int64_t a = 0; a < accum; ++a)  // every stage reads them, so every loader stays in step
+          micro_batches.push_back(train_loader->next_local_batch(micro, dp_rank, dp_size));
         auto f0 = std::chrono::steady_clock::now();
         // DP: the gradient hooks armed before each stage's last backward average buckets while it runs.
-        loss_sum = pipeline->forward_backward(inputs, targets, compute_dtype, [&] { opt->prepare_backward(true); });
+        loss_sum = pipeline->forward_backward(micro_batches, compute_dtype, [&] { opt->prepare_backward(true); });
         pp_time = std::chrono::duration<double>(std::chrono::steady_clock::now() - f0).count();
         pp_wait = pipeline->wait_seconds;
       }
       for (int64_t a = 0; a < accum && !pipeline; ++a) {
         // This rank's micro-batch of the global samples [g, g + dp_size * micro); g advances by all of them.
         data::TokenBatch tb = train_loader->next_local_batch(micro, dp_rank, dp_size);
+        model->set_dropout_samples(tb.first_sample);
         Tensor loss;
         {
           nn::AutocastGuard autocast(compute_dtype);  // bf16 products; parameters and .grad stay f32
