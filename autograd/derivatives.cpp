@@ -49,6 +49,7 @@ const char* not_differentiable_reason(OpId op) {
     case OpId::sum_squares:
       return "forward-only: it measures gradients (the clipping norm), under no-grad";
     case OpId::copy_: case OpId::fill_: case OpId::add_: case OpId::mul_scalar_: case OpId::adamw_:
+    case OpId::adamw_multi_:
       return "in place: allowed only on tensors that need no gradient";
     case OpId::full: case OpId::arange: case OpId::uniform: case OpId::normal:
       return "a factory: it has no inputs";
@@ -102,8 +103,8 @@ SaveSpec save_spec(OpId op) {
     case OpId::layer_norm_backward: case OpId::rms_norm_backward: case OpId::group_norm_backward:
     case OpId::embedding_backward: case OpId::attention_backward: case OpId::conv2d_backward:
     case OpId::upsample_nearest2d_backward: case OpId::avg_pool2d_backward: case OpId::copy_: case OpId::fill_:
-    case OpId::add_: case OpId::mul_scalar_: case OpId::adamw_: case OpId::full: case OpId::arange:
-    case OpId::uniform: case OpId::normal:
+    case OpId::add_: case OpId::mul_scalar_: case OpId::adamw_: case OpId::adamw_multi_: case OpId::full:
+    case OpId::arange: case OpId::uniform: case OpId::normal:
       return {0, 0};
   }
   return {0, 0};
@@ -435,8 +436,8 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
     case OpId::layer_norm_backward: case OpId::rms_norm_backward: case OpId::group_norm_backward:
     case OpId::embedding_backward: case OpId::attention_backward: case OpId::conv2d_backward:
     case OpId::upsample_nearest2d_backward: case OpId::avg_pool2d_backward: case OpId::copy_: case OpId::fill_:
-    case OpId::add_: case OpId::mul_scalar_: case OpId::adamw_: case OpId::full: case OpId::arange:
-    case OpId::uniform: case OpId::normal:
+    case OpId::add_: case OpId::mul_scalar_: case OpId::adamw_: case OpId::adamw_multi_: case OpId::full:
+    case OpId::arange: case OpId::uniform: case OpId::normal:
       MODU_FAIL("op '", op_name(n.op), "' is not differentiable (", not_differentiable_reason(n.op), ")");
   }
 }

@@ -20,18 +20,59 @@ void AdamW::ensure_state(size_t i) {
   v_[i] = Tensor::zeros(p.shape(), st, p.device());
 }
 
+void AdamWBatch::add(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, bool decay) {
+  items_.push_back(Item{param, grad, m, v, decay});
+}
+
+void AdamWBatch::run(const AdamWAttrs& attrs) {
+  NoGradGuard no_grad;
+  done_.assign(items_.size(), 0);
+  for (size_t first = 0; first < items_.size(); ++first) {
+    if (done_[first]) continue;
+    const Item& lead = items_[first];
+    auto same = [&](const Item& it) {
+      return it.p.device() == lead.p.device() && it.p.dtype() == lead.p.dtype() && it.m.dtype() == lead.m.dtype();
+    };
+    p_.clear();
+    g_.clear();
+    m_.clear();
+    v_.clear();
+    AdamWAttrs a = attrs;
+    a.decayed = 0;
+    for (bool decayed : {true, false}) {  // the op decays a prefix of its tensors
+      for (size_t i = first; i < items_.size(); ++i) {
+        Item& it = items_[i];
+        if (done_[i] || it.decay != decayed || !same(it)) continue;
+        done_[i] = 1;
+        p_.push_back(it.p);
+        g_.push_back(it.g);
+        m_.push_back(it.m);
+        v_.push_back(it.v);
+        a.decayed += decayed;
+      }
+    }
+    adamw_multi_(p_, g_, m_, v_, a);
+  }
+  items_.clear();  // drop the references, keep the capacity
+  p_.clear();
+  g_.clear();
+  m_.clear();
+  v_.clear();
+}
+
 void AdamW::step(double lr, double grad_scale) {
   NoGradGuard no_grad;
   ++t_;
   AdamWAttrs a = adamw_attrs(config_, t_, lr, grad_scale);
+  a.weight_decay = config_.weight_decay;
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = *params_[i].tensor;
-    Tensor g = p.grad();
+    const Tensor& g = p.grad();
     if (!g.defined()) continue;
     ensure_state(i);
-    a.weight_decay = params_[i].decay ? config_.weight_decay : 0.0;
-    adamw_(p, g.contiguous(), m_[i], v_[i], a);
+    batch_.add(p, g.contiguous(), m_[i], v_[i], params_[i].decay);
   }
+  batch_.run(a);
 }
 
 std::vector<std::pair<std::string, Tensor*>> AdamW::state_tensors() {

@@ -23,6 +23,26 @@ struct AdamWConfig {
   double weight_decay = 0.1;
 };
 
+// A set of AdamW updates (parameter, gradient, m, v, decayed or not) run as adamw_multi_ ops: one op per
+// (device, parameter dtype, moment dtype) group, its decayed tensors first (on CUDA one launch for up to
+// kAdamWMultiMaxTensors tensors). The same numbers as one adamw_ per tensor, bit for bit. Its vectors keep their
+// capacity: no heap allocation per step once warm.
+class AdamWBatch {
+ public:
+  void add(const Tensor& param, const Tensor& grad, const Tensor& m, const Tensor& v, bool decay);
+  // Runs and clears the batch: decayed tensors with attrs.weight_decay, the others with none.
+  void run(const AdamWAttrs& attrs);
+
+ private:
+  struct Item {
+    Tensor p, g, m, v;
+    bool decay;
+  };
+  std::vector<Item> items_;
+  std::vector<Tensor> p_, g_, m_, v_;
+  std::vector<char> done_;
+};
+
 class AdamW {
  public:
   AdamW(std::vector<nn::ParamRef> params, AdamWConfig config);
@@ -44,6 +64,7 @@ class AdamW {
   void ensure_state(size_t i);
   std::vector<nn::ParamRef> params_;
   std::vector<Tensor> m_, v_;
+  AdamWBatch batch_;
   AdamWConfig config_;
   int64_t t_ = 0;
 };

@@ -230,6 +230,7 @@ void DataParallel::step(double lr, double grad_scale) {
   NoGradGuard no_grad;
   ++t_;
   AdamWAttrs a = optim::adamw_attrs(adamw_config_, t_, lr, grad_scale);
+  a.weight_decay = adamw_config_.weight_decay;
   for (Bucket& b : buckets_) {
     for_each_owned(b, [&](const Segment& s, int64_t first, int64_t last, int64_t lo) {
       if (!had_grad_[s.param]) return;
@@ -239,10 +240,10 @@ void DataParallel::step(double lr, double grad_scale) {
                                     : ref.tensor->grad().reshape(Dims{-1}).slice(0, first - s.offset, last - s.offset);
       Tensor m = b.m.slice(0, first - lo, last - lo);
       Tensor v = b.v.slice(0, first - lo, last - lo);
-      a.weight_decay = ref.decay ? adamw_config_.weight_decay : 0.0;
-      adamw_(p, g, m, v, a);
+      adamw_batch_.add(p, g, m, v, ref.decay);
     });
   }
+  adamw_batch_.run(a);  // one adamw_multi_ per dtype group (one launch on CUDA)
   // Every rank's updated shard to every rank: each bucket's own shard packed, then all-gathered.
   std::vector<Tensor> mine(buckets_.size());
   for (size_t i = 0; i < buckets_.size(); ++i) {

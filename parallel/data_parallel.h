@@ -146,6 +146,7 @@ class DataParallel {
   bool active_ = false;
   optim::AdamWConfig adamw_config_;
   std::unique_ptr<optim::AdamW> replicated_;  // ZeRO-0
+  optim::AdamWBatch adamw_batch_;             // ZeRO-1/2: this rank's pieces, one adamw_multi_ per step
   int64_t t_ = 0;                             // ZeRO-1/2 step counter
   std::vector<Bucket> buckets_;
   std::vector<size_t> bucket_of_;  // param -> bucket

@@ -213,6 +213,71 @@ std::vector<Case> cases(bool small) {
                      0,
                      0,
                      0});
+  // The same update over GPT-2 small's 148 parameter tensors (the trainer's case): one adamw_multi_ (one launch
+  // for all, decayed matrices first) against one adamw_ per tensor (148 launches). Inputs: p.., g.., m.., v..;
+  // the result checked is wte, the largest.
+  {
+    const int64_t C = small ? 32 : 768, V = small ? 1000 : 50304, Tn = small ? 64 : 1024, L = 12;
+    std::vector<Dims> mats{Dims{V, C}, Dims{Tn, C}}, vecs;
+    for (int64_t l = 0; l < L; ++l) {
+      for (Dims d : {Dims{3 * C, C}, Dims{C, C}, Dims{4 * C, C}, Dims{C, 4 * C}}) mats.push_back(d);
+      for (Dims d : {Dims{C}, Dims{C}, Dims{3 * C}, Dims{C}, Dims{C}, Dims{C}, Dims{4 * C}, Dims{C}}) vecs.push_back(d);
+    }
+    vecs.push_back(Dims{C});
+    vecs.push_back(Dims{C});
+    std::vector<Dims> shapes = mats;
+    shapes.insert(shapes.end(), vecs.begin(), vecs.end());
+    const size_t n = shapes.size(), decayed = mats.size();
+    double numel = 0;
+    for (const Dims& d : shapes) numel += static_cast<double>(d.numel());
+    auto make = [=](Generator& g) {
+      std::vector<Tensor> x;
+      for (int part = 0; part < 4; ++part)
+        for (const Dims& d : shapes)
+          x.push_back(part == 3 ? uniform(d, 0, 1e-6, g) : normal(d, 0, part == 0 ? 0.02 : 1e-3, g));
+      return x;
+    };
+    auto attrs = [] {
+      AdamWAttrs a;
+      a.lr = 1e-4;
+      a.weight_decay = 0.1;
+      return a;
+    };
+    out.push_back(Case{"adamw_multi_f32_gpt2_148_tensors",
+                       DType::F32,
+                       make,
+                       {},
+                       [=](const std::vector<Tensor>& x) {
+                         std::vector<Tensor> p(x.begin(), x.begin() + n), g(x.begin() + n, x.begin() + 2 * n),
+                             m(x.begin() + 2 * n, x.begin() + 3 * n), v(x.begin() + 3 * n, x.end());
+                         AdamWAttrs a = attrs();
+                         a.decayed = static_cast<int64_t>(decayed);
+                         adamw_multi_(p, g, m, v, a);
+                         return x[0];
+                       },
+                       7.0 * 4 * numel,
+                       0,
+                       0,
+                       0});
+    out.push_back(Case{"adamw_per_tensor_f32_gpt2_148_tensors",
+                       DType::F32,
+                       make,
+                       {},
+                       [=](const std::vector<Tensor>& x) {
+                         AdamWAttrs a = attrs();
+                         const double wd = a.weight_decay;
+                         for (size_t i = 0; i < n; ++i) {
+                           Tensor p = x[i], m = x[2 * n + i], v = x[3 * n + i];
+                           a.weight_decay = i < decayed ? wd : 0.0;
+                           adamw_(p, x[n + i], m, v, a);
+                         }
+                         return x[0];
+                       },
+                       7.0 * 4 * numel,
+                       0,
+                       0,
+                       0});
+  }
   return out;
 }
 

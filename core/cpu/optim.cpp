@@ -3,6 +3,8 @@
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
 //   p = p - lr (m / bc1) / (sqrt(v / bc2) + eps) - lr wd p
 // in one pass over param, grad, m and v (all contiguous, same shape). m and v are f32 (or f64).
+// adamw_multi_ runs the same per-tensor loop over its N tensors (tensors [0, decayed) with weight_decay), so
+// it is bit-identical to N adamw_ calls.
 #include "core/cpu/vector_math.h"  // first: before <cmath>
 #include <cmath>
 
@@ -13,25 +15,21 @@ namespace modu::cpu {
 
 namespace {
 
-void adamw_kernel(const KernelCall& c) {
-  Tensor& p = c.output(0);
-  const Tensor &g = c.input(1), &m = c.input(2), &v = c.input(3);
-  const AdamWAttrs& a = c.attrs.adamw;
+// One tensor's update with weight decay `weight_decay` (the attrs' own is ignored).
+void adamw_tensor(Tensor& p, const Tensor& g, Tensor& m, Tensor& v, const AdamWAttrs& a, double weight_decay) {
   int64_t n = p.numel();
+  MODU_CHECK(g.dtype() == p.dtype(), "adamw_: gradient dtype ", dtype_name(g.dtype()), " differs from parameter ",
+             dtype_name(p.dtype()));
   dispatch_floating(p.dtype(), "adamw_", [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-    using P = scalar_t;
-    dispatch_floating(m.dtype(), "adamw_ moments", [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-      using M = scalar_t;
+    using P = decltype(tag_);
+    dispatch_floating(m.dtype(), "adamw_ moments", [&](auto mtag_) {
+      using M = decltype(mtag_);
       using A = acc_t<M>;
       P* P_ = static_cast<P*>(p.data_ptr());
-      MODU_CHECK(g.dtype() == p.dtype(), "adamw_: gradient dtype ", dtype_name(g.dtype()), " differs from parameter ",
-                 dtype_name(p.dtype()));
       const P* G = static_cast<const P*>(g.data_ptr());
       M* Mm = static_cast<M*>(m.data_ptr());
       M* Vv = static_cast<M*>(v.data_ptr());
-      A b1 = A(a.beta1), b2 = A(a.beta2), lr = A(a.lr), eps = A(a.eps), decay = A(1 - a.lr * a.weight_decay);
+      A b1 = A(a.beta1), b2 = A(a.beta2), lr = A(a.lr), eps = A(a.eps), decay = A(1 - a.lr * weight_decay);
       A inv_bc1 = A(1 / a.bias_correction1), inv_sqrt_bc2 = A(1 / std::sqrt(a.bias_correction2));
       A gscale = A(a.grad_scale);
       parallel_for(n, 8, [&](int64_t b, int64_t e) {
@@ -49,8 +47,27 @@ void adamw_kernel(const KernelCall& c) {
   });
 }
 
+void adamw_kernel(const KernelCall& c) {
+  Tensor m = c.input(2), v = c.input(3);
+  adamw_tensor(c.output(0), c.input(1), m, v, c.attrs.adamw, c.attrs.adamw.weight_decay);
+}
+
+// Inputs (p0..pN-1, g0.., m0.., v0..); tensors are handles to the same storage, so writing through copies of
+// the handles updates the caller's tensors.
+void adamw_multi_kernel(const KernelCall& c) {
+  const int n = static_cast<int>(c.in.size() / 4);
+  const AdamWAttrs& a = c.attrs.adamw;
+  for (int i = 0; i < n; ++i) {
+    Tensor p = c.input(i), m = c.input(2 * n + i), v = c.input(3 * n + i);
+    adamw_tensor(p, c.input(n + i), m, v, a, i < a.decayed ? a.weight_decay : 0.0);
+  }
+}
+
 }  // namespace
 
-void register_optim_kernels(KernelRegistry& r) { r.set(DeviceType::CPU, OpId::adamw_, adamw_kernel, kFloatTypes); }
+void register_optim_kernels(KernelRegistry& r) {
+  r.set(DeviceType::CPU, OpId::adamw_, adamw_kernel, kFloatTypes);
+  r.set(DeviceType::CPU, OpId::adamw_multi_, adamw_multi_kernel, kFloatTypes);
+}
 
 }  // namespace modu::cpu

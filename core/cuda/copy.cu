@@ -1,6 +1,7 @@
 // core/cuda/copy.cu — CUDA kernels that move, convert and create data: cast / copy / copy_ / to_device
 // (host <-> device, device <-> device), fill_ / full / arange, the Philox ops uniform / normal / dropout,
-// the in-place updates add_ / mul_scalar_, and the fused AdamW step adamw_.
+// the in-place updates add_ / mul_scalar_, and the fused AdamW step adamw_ (one tensor) and adamw_multi_ (up to
+// kAdamWMultiMaxTensors tensors in one launch; the same element update, so the same bits).
 //
 // Invariants:
 //  - Conversions follow core/cpu/elementwise.cpp's convert_into: load in acc_t of the source, then
@@ -18,6 +19,7 @@
 
 #include "core/cpu/kernels.h"
 #include "core/cuda/common.cuh"
+#include "core/ops/ops.h"
 
 namespace modu::cuda {
 
@@ -322,22 +324,76 @@ void mul_scalar_inplace_kernel(const KernelCall& c) {
 }
 
 // ---- AdamW (core/cpu/optim.cpp): m, v in their own dtype M, math in acc_t<M> ---------------------------------
+// Element i of one tensor; adamw_ and adamw_multi_ share it, so they agree bit for bit.
+template <class A>
+struct AdamWScalars {
+  A b1, b2, lr, eps, inv_bc1, inv_sqrt_bc2, gscale;
+};
+template <class P, class M, class A>
+__device__ __forceinline__ void adamw_element(P* p, const P* g, M* m, M* v, int64_t i, const AdamWScalars<A>& s,
+                                              A decay) {
+  A gi = A(ld(g + i)) * s.gscale;
+  A mi = s.b1 * A(ld(m + i)) + (A(1) - s.b1) * gi;
+  A vi = s.b2 * A(ld(v + i)) + (A(1) - s.b2) * gi * gi;
+  st(m + i, mi);
+  st(v + i, vi);
+  A pi = A(ld(p + i)) * decay;
+  A denom = m_sqrt(vi) * s.inv_sqrt_bc2 + s.eps;
+  st(p + i, pi - s.lr * (mi * s.inv_bc1) / denom);
+}
+
 template <class P, class M>
-__global__ void adamw_kernel(P* p, const P* g, M* m, M* v, int64_t n, acc_t<M> b1, acc_t<M> b2, acc_t<M> lr,
-                             acc_t<M> eps, acc_t<M> decay, acc_t<M> inv_bc1, acc_t<M> inv_sqrt_bc2,
-                             acc_t<M> gscale) {
-  using A = acc_t<M>;
+__global__ void adamw_kernel(P* p, const P* g, M* m, M* v, int64_t n, AdamWScalars<acc_t<M>> s, acc_t<M> decay) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    A gi = A(ld(g + i)) * gscale;
-    A mi = b1 * A(ld(m + i)) + (A(1) - b1) * gi;
-    A vi = b2 * A(ld(v + i)) + (A(1) - b2) * gi * gi;
-    st(m + i, mi);
-    st(v + i, vi);
-    A pi = A(ld(p + i)) * decay;
-    A denom = m_sqrt(vi) * inv_sqrt_bc2 + eps;
-    st(p + i, pi - lr * (mi * inv_bc1) / denom);
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    adamw_element(p, g, m, v, i, s, decay);
+}
+
+template <class M>
+AdamWScalars<acc_t<M>> adamw_scalars(const AdamWAttrs& a) {
+  using A = acc_t<M>;
+  return {
+      A(a.beta1),     A(a.beta2), A(a.lr), A(a.eps), A(1 / a.bias_correction1), A(1 / std::sqrt(a.bias_correction2)),
+      A(a.grad_scale)};
+}
+
+// adamw_multi_: up to kAdamWMultiMaxTensors tensors per launch, their pointers passed by value (the table is
+// ~8.5 KB: kernel parameters above 4 KB need CUDA 12.1+ on Volta or newer). Tensor t owns blocks
+// [first_block[t], first_block[t + 1]), each of kAdamWChunk elements; a block finds its tensor by binary search.
+constexpr int kAdamWChunk = kThreads * 8;
+struct AdamWMultiTable {
+  void* p[kAdamWMultiMaxTensors];
+  const void* g[kAdamWMultiMaxTensors];
+  void* m[kAdamWMultiMaxTensors];
+  void* v[kAdamWMultiMaxTensors];
+  int64_t n[kAdamWMultiMaxTensors];
+  int32_t first_block[kAdamWMultiMaxTensors + 1];
+  int32_t count, decayed;
+};
+
+template <class P, class M>
+__global__ void __launch_bounds__(kThreads)
+    adamw_multi_kernel(const __grid_constant__ AdamWMultiTable tab, AdamWScalars<acc_t<M>> s, acc_t<M> decay) {
+  using A = acc_t<M>;
+  const int32_t block = static_cast<int32_t>(blockIdx.x);
+  int lo = 0, hi = tab.count - 1;  // the last t with first_block[t] <= block
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (tab.first_block[mid] <= block)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
+  const int t = lo;
+  P* p = static_cast<P*>(tab.p[t]);
+  const P* g = static_cast<const P*>(tab.g[t]);
+  M* m = static_cast<M*>(tab.m[t]);
+  M* v = static_cast<M*>(tab.v[t]);
+  const int64_t n = tab.n[t];
+  const A d = t < tab.decayed ? decay : A(1);
+  const int64_t begin = static_cast<int64_t>(block - tab.first_block[t]) * kAdamWChunk;
+  const int64_t end = begin + kAdamWChunk < n ? begin + kAdamWChunk : n;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) adamw_element(p, g, m, v, i, s, d);
 }
 
 void adamw_launch(const KernelCall& c) {
@@ -355,9 +411,46 @@ void adamw_launch(const KernelCall& c) {
       using A = acc_t<M>;
       adamw_kernel<P, M><<<grid_for(n), kThreads, 0, cur_stream()>>>(
           static_cast<P*>(p.data_ptr()), static_cast<const P*>(g.data_ptr()), static_cast<M*>(m.data_ptr()),
-          static_cast<M*>(v.data_ptr()), n, A(a.beta1), A(a.beta2), A(a.lr), A(a.eps), A(1 - a.lr * a.weight_decay),
-          A(1 / a.bias_correction1), A(1 / std::sqrt(a.bias_correction2)), A(a.grad_scale));
+          static_cast<M*>(v.data_ptr()), n, adamw_scalars<M>(a), A(1 - a.lr * a.weight_decay));
       MODU_CUDA_LAUNCH_CHECK("adamw_");
+    });
+  });
+}
+
+// Inputs (p0..pN-1, g0.., m0.., v0..) (shape_rules checked one parameter dtype and one moment dtype); tensors
+// [0, decayed) decay. Groups of kAdamWMultiMaxTensors: GPT-2 124M's 148 parameters are one launch.
+void adamw_multi_launch(const KernelCall& c) {
+  const int n = static_cast<int>(c.in.size() / 4);
+  const AdamWAttrs& a = c.attrs.adamw;
+  dispatch_floating(c.input(0).dtype(), "adamw_multi_", [&](auto ptag) {
+    using P = decltype(ptag);
+    dispatch_floating(c.input(2 * n).dtype(), "adamw_multi_ moments", [&](auto mtag) {
+      using M = decltype(mtag);
+      using A = acc_t<M>;
+      for (int first = 0; first < n; first += static_cast<int>(kAdamWMultiMaxTensors)) {
+        AdamWMultiTable tab{};
+        int32_t blocks = 0;
+        for (int i = first; i < n && tab.count < static_cast<int32_t>(kAdamWMultiMaxTensors); ++i) {
+          const int64_t numel = c.input(i).numel();
+          if (numel == 0) continue;
+          const int k = tab.count++;
+          tab.p[k] = c.input(i).data_ptr();
+          tab.g[k] = c.input(n + i).data_ptr();
+          tab.m[k] = c.input(2 * n + i).data_ptr();
+          tab.v[k] = c.input(3 * n + i).data_ptr();
+          tab.n[k] = numel;
+          tab.first_block[k] = blocks;
+          const int64_t b = (numel + kAdamWChunk - 1) / kAdamWChunk;
+          MODU_CHECK(blocks + b < (int64_t{1} << 31), "adamw_multi_: more than 2^31 blocks in one launch");
+          blocks += static_cast<int32_t>(b);
+          if (i < a.decayed) tab.decayed = tab.count;  // decayed tensors come first, so a prefix of the table
+        }
+        tab.first_block[tab.count] = blocks;
+        if (blocks == 0) continue;
+        adamw_multi_kernel<P, M><<<static_cast<unsigned>(blocks), kThreads, 0, cur_stream()>>>(
+            tab, adamw_scalars<M>(a), A(1 - a.lr * a.weight_decay));
+        MODU_CUDA_LAUNCH_CHECK("adamw_multi_");
+      }
     });
   });
 }
@@ -407,6 +500,7 @@ void register_copy_kernels(KernelRegistry& r) {
   r.set(cuda, OpId::normal, guarded<random_kernel>, kFloatTypes);
   r.set(cuda, OpId::dropout, guarded<dropout_launch>, kFloatTypes);
   r.set(cuda, OpId::adamw_, guarded<adamw_launch>, kFloatTypes);
+  r.set(cuda, OpId::adamw_multi_, guarded<adamw_multi_launch>, kFloatTypes);
 }
 
 }  // namespace modu::cuda

@@ -186,6 +186,11 @@ void dispatch(OpId op, const OpAttrs& attrs, std::span<const Tensor* const> in, 
         in[2]->storage()->bump_version();
         in[3]->storage()->bump_version();
       }
+      if (op == OpId::adamw_multi_) {  // every parameter, m and v (inputs [0, N), [2N, 4N))
+        const size_t n = in.size() / 4;
+        for (size_t i = 1; i < in.size(); ++i)
+          if (i < n || i >= 2 * n) in[i]->storage()->bump_version();
+      }
       break;
     }
     case OpKind::Compute:

@@ -26,7 +26,7 @@ constexpr int kNumOps = 0
 #include "core/ops/op_table.def"
 #undef MODU_OP
     ;
-static_assert(kNumOps == 96,
+static_assert(kNumOps == 97,
               "op_table.def changed: update this count together with the kernels, "
               "derivatives.cpp and tests/core/op_cases.cpp");
 
@@ -108,6 +108,7 @@ struct AdamWAttrs {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
   double bias_correction1 = 1, bias_correction2 = 1;  // 1 - beta^t, computed by the optimizer
   double grad_scale = 1;  // the gradient is multiplied by this first (global-norm clipping folded in)
+  int64_t decayed = 0;    // adamw_multi_: its first `decayed` tensors take weight_decay, the others none
 };
 struct FactoryAttrs {
   Dims shape;

@@ -327,4 +327,21 @@ void adamw_(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamW
   dispatch1(OpId::adamw_, attrs, in);
 }
 
+void adamw_multi_(std::span<Tensor> params, std::span<const Tensor> grads, std::span<Tensor> m, std::span<Tensor> v,
+                  const AdamWAttrs& attrs) {
+  const size_t n = params.size();
+  MODU_CHECK(n > 0 && grads.size() == n && m.size() == n && v.size() == n, "adamw_multi_: ", n, " parameters, ",
+             grads.size(), " gradients, ", m.size(), " first and ", v.size(), " second moments");
+  MODU_CHECK(attrs.decayed >= 0 && attrs.decayed <= static_cast<int64_t>(n), "adamw_multi_: decayed = ", attrs.decayed,
+             " is outside [0, ", n, "]");
+  thread_local std::vector<const Tensor*> in;  // reused: no heap allocation per optimizer step once warm
+  in.clear();
+  for (const Tensor& t : params) in.push_back(&t);
+  for (const Tensor& t : grads) in.push_back(&t);
+  for (const Tensor& t : m) in.push_back(&t);
+  for (const Tensor& t : v) in.push_back(&t);
+  dispatch1(OpId::adamw_multi_, attrs, std::span<const Tensor* const>(in.data(), in.size()));
+  in.clear();
+}
+
 }  // namespace modu

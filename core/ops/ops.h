@@ -147,5 +147,11 @@ Tensor to_device(const Tensor& x, Device device);
 
 // ---- optimiser --------------------------------------------------------------------------------------
 void adamw_(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWAttrs& attrs);
+// adamw_ of N tensors in one op (params[i], grads[i], m[i], v[i] as adamw_ takes them; one parameter dtype and one
+// moment dtype, one device): params [0, attrs.decayed) with attrs.weight_decay, the rest with none. The same
+// numbers as N adamw_ calls, bit for bit; on CUDA one launch for up to kAdamWMultiMaxTensors tensors.
+void adamw_multi_(std::span<Tensor> params, std::span<const Tensor> grads, std::span<Tensor> m, std::span<Tensor> v,
+                  const AdamWAttrs& attrs);
+constexpr size_t kAdamWMultiMaxTensors = 192;
 
 }  // namespace modu

@@ -448,6 +448,7 @@ void infer_outputs(OpId op, const OpAttrs& attrs, std::span<const Tensor* const>
     // ---- handled elsewhere ----
     case OpId::view: case OpId::permute: case OpId::expand: case OpId::slice: case OpId::split:
     case OpId::copy_: case OpId::fill_: case OpId::add_: case OpId::mul_scalar_: case OpId::adamw_:
+    case OpId::adamw_multi_:
       MODU_FAIL("infer_outputs called for ", op_name(op), ", which is not a Compute op");
   }
 }
@@ -555,6 +556,26 @@ void check_inplace_args(OpId op, const OpAttrs& attrs, std::span<const Tensor* c
       MODU_CHECK(dst.is_contiguous(), "adamw_: parameter ", describe(dst), " must be contiguous");
       MODU_CHECK(in[2]->dtype() == in[3]->dtype() && is_floating(in[2]->dtype()),
                  "adamw_: moments must share a floating dtype");
+      return;
+    }
+    case OpId::adamw_multi_: {
+      MODU_CHECK(!in.empty() && in.size() % 4 == 0, "adamw_multi_: ", in.size(),
+                 " inputs; expected 4 N (N parameters, gradients, first and second moments)");
+      const size_t n = in.size() / 4;
+      const DType pt = in[0]->dtype(), mt = in[2 * n]->dtype();
+      require_floating(op, *in[0], "parameter");
+      MODU_CHECK(is_floating(mt), "adamw_multi_: moments must be floating, got ", dtype_name(mt));
+      for (size_t i = 0; i < n; ++i) {
+        const Tensor &p = *in[i], &g = *in[n + i], &m = *in[2 * n + i], &v = *in[3 * n + i];
+        MODU_CHECK(p.dtype() == pt && g.dtype() == pt, "adamw_multi_: parameter ", i, " ", describe(p),
+                   " or its gradient ", describe(g), " is not ", dtype_name(pt), " (one parameter dtype per call)");
+        MODU_CHECK(m.dtype() == mt && v.dtype() == mt, "adamw_multi_: moments of parameter ", i, " are not ",
+                   dtype_name(mt), " (one moment dtype per call)");
+        MODU_CHECK(p.is_contiguous(), "adamw_multi_: parameter ", i, " ", describe(p), " must be contiguous");
+        for (const Tensor* t : {&g, &m, &v})
+          MODU_CHECK(t->shape() == p.shape() && t->is_contiguous(), "adamw_multi_: ", describe(*t), " of parameter ", i,
+                     " must be contiguous with the parameter's shape ", describe(p));
+      }
       return;
     }
     default:

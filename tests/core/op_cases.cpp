@@ -463,6 +463,39 @@ std::vector<OpCase> build_cases() {
         return add(p, add(m, v).to(p.dtype()));
       },
       {}));
+  // Three tensors of other shapes, the first two decayed; the result packs every updated p, m and v.
+  cs.push_back(make(
+      "adamw_multi_step", {OpId::adamw_multi_, OpId::concat},
+      [](DType dt, Generator& g) {
+        Inputs x;
+        const Dims shapes[] = {Dims{5, 3}, Dims{7}, Dims{2, 2, 3}};
+        for (const Dims& s : shapes) x.push_back(rand_tensor(s, dt, g));  // parameters
+        for (const Dims& s : shapes) x.push_back(rand_tensor(s, dt, g));  // gradients
+        for (const Dims& s : shapes) x.push_back(rand_tensor(s, DType::F32, g));
+        for (const Dims& s : shapes) x.push_back(rand_tensor(s, DType::F32, g, 0.1, 1));
+        return x;
+      },
+      [](const Inputs& x) {
+        std::vector<Tensor> p, gr, m, v;
+        for (int i = 0; i < 3; ++i) {
+          p.push_back(x[i].clone());
+          gr.push_back(x[3 + i]);
+          m.push_back(x[6 + i].clone());
+          v.push_back(x[9 + i].clone());
+        }
+        AdamWAttrs a;
+        a.lr = 0.1;
+        a.weight_decay = 0.1;
+        a.decayed = 2;
+        a.grad_scale = 0.5;
+        a.bias_correction1 = 1 - 0.9 * 0.9;
+        a.bias_correction2 = 1 - 0.999 * 0.999;
+        adamw_multi_(p, gr, m, v, a);
+        std::vector<Tensor> parts;
+        for (int i = 0; i < 3; ++i) parts.push_back(add(p[i], add(m[i], v[i]).to(p[i].dtype())).reshape(Dims{-1}));
+        return concat(parts, 0);
+      },
+      {}));
   return cs;
 }
 

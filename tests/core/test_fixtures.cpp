@@ -449,6 +449,37 @@ const std::map<std::string, Runner>& runners() {
       return Outputs{p, m, v};
     };
 
+    // inputs (p_0..p_N-1, then per step g_0..g_N-1) -> (p.., exp_avg.., exp_avg_sq..), zero initial state
+    R["adamw_multi_"] = [](const Inputs& x, const Attrs& a) {
+      const int64_t n = a.i("tensors"), steps = a.i("steps");
+      MODU_CHECK(static_cast<int64_t>(x.size()) == n * (1 + steps), "adamw_multi_ fixture: ", x.size(), " inputs for ",
+                 n, " tensors and ", steps, " steps");
+      std::vector<Tensor> p, m, v;
+      for (int64_t i = 0; i < n; ++i) {
+        p.push_back(x[static_cast<size_t>(i)].clone());
+        m.push_back(Tensor::zeros(p.back().shape(), p.back().dtype()));
+        v.push_back(Tensor::zeros(p.back().shape(), p.back().dtype()));
+      }
+      AdamWAttrs w;
+      w.lr = a.d("lr");
+      w.beta1 = a.d("beta1");
+      w.beta2 = a.d("beta2");
+      w.eps = a.d("eps");
+      w.weight_decay = a.d("weight_decay");
+      w.decayed = a.i("decayed");
+      for (int64_t s = 0; s < steps; ++s) {
+        const double t = static_cast<double>(s + 1);
+        w.bias_correction1 = 1 - std::pow(w.beta1, t);
+        w.bias_correction2 = 1 - std::pow(w.beta2, t);
+        std::span<const Tensor> grads(x.data() + n * (1 + s), static_cast<size_t>(n));
+        adamw_multi_(p, grads, m, v, w);
+      }
+      Outputs out = p;
+      out.insert(out.end(), m.begin(), m.end());
+      out.insert(out.end(), v.begin(), v.end());
+      return out;
+    };
+
     R["full"] = [](const Inputs&, const Attrs& a) {
       return Outputs{Tensor::full(a.dims("shape"), a.d("value"), a.dtype("dtype"))};
     };

@@ -135,4 +135,46 @@ TEST_P(ModelTest, FoldedClippingEqualsClipThenStep) {
   EXPECT_NEAR(optim::clip_coefficient(4.0, 1.0), 0.25, 1e-6);
 }
 
+// AdamW::step runs the whole model as adamw_multi_ ops (optim::AdamWBatch): the same bits as one adamw_ per
+// parameter with its own weight decay (decayed and undecayed parameters interleaved in the model's order).
+TEST_P(ModelTest, MultiTensorAdamWEqualsOneUpdatePerParameter) {
+  gpt::GPT a(tiny(GetParam())), b(tiny(GetParam()));
+  a.init_weights(6);
+  b.init_weights(6);
+  optim::AdamWConfig oc;
+  oc.weight_decay = 0.1;
+  optim::AdamW oa(a.parameters(), oc);
+  auto pb = b.parameters();
+  std::vector<Tensor> m, v;
+  for (const nn::ParamRef& p : pb) {
+    m.push_back(Tensor::zeros(p.tensor->shape()));
+    v.push_back(Tensor::zeros(p.tensor->shape()));
+  }
+  int decayed = 0;
+  for (int step = 1; step <= 3; ++step) {
+    Tensor idx = tokens(2, 8, 30 + step), tgt = tokens(2, 8, 40 + step);
+    a.zero_grad();
+    b.zero_grad();
+    a.loss(a.forward(idx), tgt).backward();
+    b.loss(b.forward(idx), tgt).backward();
+    oa.step(1e-2, 0.7);
+    NoGradGuard no_grad;
+    AdamWAttrs at = optim::adamw_attrs(oc, step, 1e-2, 0.7);
+    for (size_t i = 0; i < pb.size(); ++i) {
+      at.weight_decay = pb[i].decay ? oc.weight_decay : 0.0;
+      decayed += step == 1 && pb[i].decay;
+      adamw_(*pb[i].tensor, pb[i].tensor->grad(), m[i], v[i], at);
+    }
+  }
+  ASSERT_GT(decayed, 0);
+  ASSERT_LT(decayed, static_cast<int>(pb.size()));  // both kinds present
+  auto pa = a.parameters();
+  auto state = oa.state_tensors();
+  for (size_t i = 0; i < pa.size(); ++i) {
+    EXPECT_EQ(pa[i].tensor->to_vector<float>(), pb[i].tensor->to_vector<float>()) << pa[i].name;
+    EXPECT_EQ(state[2 * i].second->to_vector<float>(), m[i].to_vector<float>()) << pa[i].name;
+    EXPECT_EQ(state[2 * i + 1].second->to_vector<float>(), v[i].to_vector<float>()) << pa[i].name;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Arch, ModelTest, ::testing::Values("gpt2", "llama"));
