@@ -8,8 +8,8 @@
 //
 // Ring over n ranks, the data cut into n blocks (block b: elements [b*N/n, (b+1)*N/n)):
 //   reduce-scatter, steps s = 0..n-2: rank r sends block (r-s-1) mod n to r+1 and receives block
-//     (r-s-2) mod n from r-1, adding its own values to what arrived; after n-1 steps rank r holds the
-//     full reduction of block r.
+//     (r-s-2) mod n from r-1, adding its own values to what arrived (ReduceOp::Max: keeping the larger);
+//     after n-1 steps rank r holds the full reduction of block r.
 //   all-gather, steps s = 0..n-2: rank r sends block (r-s) mod n to r+1 and receives block (r-s-1) mod n
 //     from r-1 in place.
 //   Each rank sends (n-1)/n of the data per phase: 2(n-1)/n * S for an all-reduce of S bytes.
@@ -60,15 +60,28 @@ void add_into(T* acc, const T* in, int64_t n) {
   for (int64_t i = 0; i < n; ++i) acc[i] = in[i] + acc[i];
 }
 
-void add_into(DType dtype, void* acc, const void* in, int64_t n) {
+// ReduceOp::Max: acc = max(acc, in).
+template <class T>
+void max_into(T* acc, const T* in, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (in[i] > acc[i]) acc[i] = in[i];
+}
+
+// acc = acc (op) in over n elements: Sum and Avg add (Avg divides afterwards), Max takes the larger.
+void combine_into(DType dtype, ReduceOp op, void* acc, const void* in, int64_t n) {
+  const bool max = op == ReduceOp::Max;
   switch (dtype) {
     case DType::F32:
+      if (max) return max_into(static_cast<float*>(acc), static_cast<const float*>(in), n);
       return add_into(static_cast<float*>(acc), static_cast<const float*>(in), n);
     case DType::F64:
+      if (max) return max_into(static_cast<double*>(acc), static_cast<const double*>(in), n);
       return add_into(static_cast<double*>(acc), static_cast<const double*>(in), n);
     case DType::I32:
+      if (max) return max_into(static_cast<int32_t*>(acc), static_cast<const int32_t*>(in), n);
       return add_into(static_cast<int32_t*>(acc), static_cast<const int32_t*>(in), n);
     case DType::I64:
+      if (max) return max_into(static_cast<int64_t*>(acc), static_cast<const int64_t*>(in), n);
       return add_into(static_cast<int64_t*>(acc), static_cast<const int64_t*>(in), n);
     default:
       MODU_FAIL("reduction over ", dtype_name(dtype), " tensors is not supported: use f32, f64, i32 or i64");
@@ -95,9 +108,10 @@ void divide(DType dtype, void* data, int64_t n, int divisor) {
 
 void check_reducible(DType dtype, ReduceOp op, const char* what) {
   bool ok = dtype == DType::F32 || dtype == DType::F64 ||
-            (op == ReduceOp::Sum && (dtype == DType::I32 || dtype == DType::I64));
-  MODU_CHECK(ok, what, ": cannot ", op == ReduceOp::Avg ? "average" : "sum", " ", dtype_name(dtype),
-             " tensors; use f32 or f64 (or i32/i64 with Sum)");
+            (op != ReduceOp::Avg && (dtype == DType::I32 || dtype == DType::I64));
+  const char* verb = op == ReduceOp::Avg ? "average" : op == ReduceOp::Max ? "take the maximum of" : "sum";
+  MODU_CHECK(ok, what, ": cannot ", verb, " ", dtype_name(dtype),
+             " tensors; use f32 or f64 (or i32/i64 with Sum or Max)");
 }
 
 // ---- single process ---------------------------------------------------------------------------------
@@ -266,7 +280,7 @@ class MpiCommunicator final : public Communicator {
     return enqueue(
         [this, x, op] {
           char* data = static_cast<char*>(x.data_ptr());
-          ring_reduce_scatter(data, x.numel(), x.dtype());
+          ring_reduce_scatter(data, x.numel(), x.dtype(), op);
           if (op == ReduceOp::Avg) {
             auto [begin, end] = block(rank_, x.numel());
             divide(x.dtype(), data + begin * x.element_size(), end - begin, size_);
@@ -290,7 +304,7 @@ class MpiCommunicator final : public Communicator {
         [this, in, out, op] {
           std::vector<char> scratch(in.nbytes());
           std::memcpy(scratch.data(), in.data_ptr(), in.nbytes());
-          ring_reduce_scatter(scratch.data(), in.numel(), in.dtype());
+          ring_reduce_scatter(scratch.data(), in.numel(), in.dtype(), op);
           auto [begin, end] = block(rank_, in.numel());
           std::memcpy(out.data_ptr(), scratch.data() + begin * in.element_size(), out.nbytes());
           if (op == ReduceOp::Avg) divide(out.dtype(), out.data_ptr(), out.numel(), size_);
@@ -407,7 +421,7 @@ class MpiCommunicator final : public Communicator {
     bytes_sent_ += send_bytes;
   }
 
-  void ring_reduce_scatter(char* data, int64_t n, DType dtype) {
+  void ring_reduce_scatter(char* data, int64_t n, DType dtype, ReduceOp op) {
     if (size_ == 1) return;
     const size_t es = dtype_size(dtype);
     std::vector<char> incoming(static_cast<size_t>((n / size_ + 1)) * es);
@@ -418,7 +432,7 @@ class MpiCommunicator final : public Communicator {
       auto [rb, re] = block(recv_b, n);
       ring_exchange(data + sb * es, (se - sb) * static_cast<int64_t>(es), incoming.data(),
                     (re - rb) * static_cast<int64_t>(es));
-      add_into(dtype, data + rb * es, incoming.data(), re - rb);
+      combine_into(dtype, op, data + rb * es, incoming.data(), re - rb);
     }
   }
 

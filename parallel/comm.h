@@ -6,7 +6,7 @@
 // and untouched until their Work is waited (the Work holds a reference to them).
 //
 // Shapes (n = size()):
-//   all_reduce(x)                 x: any shape, in place; Sum or Avg over the n ranks
+//   all_reduce(x)                 x: any shape, in place; Sum, Avg or Max over the n ranks
 //   reduce_scatter(in, out)       in: n*K elements, out: K elements; rank r gets block r of the reduction
 //   all_gather(in, out)           in: K elements, out: n*K elements; block r of out is rank r's in
 //   broadcast(x, root)            x: in place, root's values everywhere
@@ -37,7 +37,7 @@
 
 namespace modu::parallel {
 
-enum class ReduceOp { Sum, Avg };
+enum class ReduceOp { Sum, Avg, Max };  // Avg: floating tensors only
 
 // A pending operation. wait() returns when the op's results are in its tensors (on CUDA: when they are ordered
 // before later work on the device's stream) and rethrows the op's error, if any.

@@ -174,7 +174,9 @@ class NcclCommunicator final : public Communicator {
     MODU_CHECK(t.device() == device_, op, ": the NCCL communicator of ", device_.str(), " got ", describe(t),
                "; move it to this rank's device");
   }
-  static ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::Avg ? ncclAvg : ncclSum; }
+  static ncclRedOp_t nccl_op(ReduceOp op) {
+    return op == ReduceOp::Avg ? ncclAvg : op == ReduceOp::Max ? ncclMax : ncclSum;
+  }
   cudaStream_t stream() const { return cuda::current_stream(device_); }
   WorkHandle record(std::vector<Tensor> keep) {
     cudaEvent_t event = nullptr;

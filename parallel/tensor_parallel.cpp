@@ -1,8 +1,13 @@
 // parallel/tensor_parallel.cpp — the TP conjugate operators (see tensor_parallel.h).
 #include "parallel/tensor_parallel.h"
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 #include "autograd/function.h"
 #include "core/ops/dispatch.h"
+#include "core/ops/ops.h"
 
 namespace modu::parallel {
 
@@ -36,6 +41,118 @@ Tensor reduce_from_tp_region(const Tensor& x, Communicator& tp) {
   if (tp.size() == 1) return x;
   Tensor y = summed(x, tp);
   return autograd::record_function({x}, {y}, [](const std::vector<Tensor>& g) { return std::vector<Tensor>{g[0]}; })[0];
+}
+
+// Shapes: ids (B, T), weight (n, C) = rows [begin, begin + n) of the (Vp, C) table, out (B, T, C).
+Tensor vocab_parallel_embedding(const Tensor& ids, const Tensor& weight, int64_t vocab_begin, Communicator& tp) {
+  MODU_CHECK(weight.dim() == 2, "vocab_parallel_embedding: the weight shard must be (rows, C), got ", describe(weight));
+  const int64_t n = weight.size(0);
+  Tensor local, mask;  // local row of each id (0 where another rank owns it), and 1 / 0 for owned or not: (B, T)
+  {
+    NoGradGuard no_grad;
+    std::vector<int64_t> global = ids.to(Device::cpu()).to(DType::I64).contiguous().to_vector<int64_t>();
+    std::vector<int64_t> rows(global.size());
+    std::vector<float> owned(global.size());
+    for (size_t i = 0; i < global.size(); ++i) {
+      const int64_t row = global[i] - vocab_begin;
+      const bool mine = row >= 0 && row < n;
+      rows[i] = mine ? row : 0;
+      owned[i] = mine ? 1.0f : 0.0f;
+    }
+    Dims shape = ids.shape();
+    local = Tensor::from_vector(rows, shape).to(weight.device());
+    shape.push_back(1);
+    mask = Tensor::from_vector(owned, shape).to(weight.dtype()).to(weight.device());  // (B, T, 1)
+  }
+  Tensor partial;
+  {
+    NoGradGuard no_grad;
+    partial = mul(embedding(weight, local), mask);  // (B, T, C): this rank's rows, zeros elsewhere
+  }
+  partial = autograd::record_function({weight}, {partial}, [local, mask, n](const std::vector<Tensor>& g) {
+    if (!g[0].defined()) return std::vector<Tensor>{Tensor()};
+    return std::vector<Tensor>{embedding_backward(mul(g[0], mask.to(g[0].dtype())), local, n)};  // (n, C)
+  })[0];
+  return reduce_from_tp_region(partial, tp);
+}
+
+// Shapes: logits (N, n) = global columns [begin, begin + n) of (N, Vp); targets (N); loss () f32.
+Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets, int64_t vocab_begin,
+                                    int64_t valid_classes, Communicator& tp, int64_t ignore_index) {
+  MODU_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0),
+             "vocab_parallel_cross_entropy: need logits (N, n) and targets (N), got ", describe(logits), " and ",
+             describe(targets));
+  const int64_t N = logits.size(0), n = logits.size(1);
+  // The local real classes: global columns [begin, min(begin + n, V)); the rest of the shard is padding.
+  const int64_t nv = std::clamp<int64_t>(valid_classes - vocab_begin, 0, n);
+  Tensor x;  // (N, n) f32 on the host (tensor parallelism runs on the CPU)
+  std::vector<int64_t> t;
+  {
+    NoGradGuard no_grad;
+    x = logits.to(Device::cpu()).to(DType::F32).contiguous();
+    t = targets.to(Device::cpu()).to(DType::I64).contiguous().to_vector<int64_t>();
+  }
+  int64_t counted = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    MODU_CHECK(t[i] == ignore_index || (t[i] >= 0 && t[i] < valid_classes), "vocab_parallel_cross_entropy: target ",
+               t[i], " at row ", i, " is outside [0, ", valid_classes, ") and is not the ignore_index ", ignore_index);
+    counted += t[i] != ignore_index;
+  }
+  const float* X = x.data<float>();
+  // Row maxima over the local real classes (-inf where there are none), then over the group.
+  Tensor row_max = Tensor::empty(Dims{N}, DType::F32);
+  float* M = row_max.data<float>();
+  const bool threaded = N * n > (int64_t{1} << 15);  // rows are independent: OpenMP over them when it pays
+#pragma omp parallel for if (threaded)
+  for (int64_t i = 0; i < N; ++i) {
+    float m = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < nv; ++j) m = std::max(m, X[i * n + j]);
+    M[i] = m;
+  }
+  tp.all_reduce(row_max, ReduceOp::Max);
+  // Sums of exp(x - max) over the local real classes (rows [0, N)) and the target logits (rows [N, 2N): the owner's
+  // value, 0 on the other ranks), summed over the group in one all-reduce.
+  Tensor sums = Tensor::zeros(Dims{2 * N}, DType::F32);
+  float* S = sums.data<float>();
+#pragma omp parallel for if (threaded)
+  for (int64_t i = 0; i < N; ++i) {
+    const float* p = X + i * n;
+    float s = 0;
+    for (int64_t j = 0; j < nv; ++j) s += std::exp(p[j] - M[i]);
+    S[i] = s;
+    const int64_t local = t[i] - vocab_begin;
+    if (t[i] != ignore_index && local >= 0 && local < nv) S[N + i] = p[local];
+  }
+  tp.all_reduce(sums, ReduceOp::Sum);
+  auto lse = std::make_shared<std::vector<float>>(static_cast<size_t>(N));
+  double total = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    (*lse)[i] = M[i] + std::log(S[i]);
+    if (t[i] != ignore_index) total += static_cast<double>((*lse)[i] - S[N + i]);
+  }
+  const double value = counted ? total / static_cast<double>(counted) : NAN;
+  Tensor loss = Tensor::from_vector(std::vector<float>{static_cast<float>(value)}, Dims{}).to(logits.device());
+  const DType dtype = logits.dtype();
+  const Device device = logits.device();
+  return autograd::record_function(
+      {logits}, {loss},
+      [x, t, lse, nv, n, N, counted, vocab_begin, ignore_index, dtype, device, threaded](const std::vector<Tensor>& g) {
+        if (!g[0].defined()) return std::vector<Tensor>{Tensor()};
+        const double gv = g[0].to(Device::cpu()).to(DType::F64).item();
+        const float scale = static_cast<float>(counted ? gv / static_cast<double>(counted) : 0.0);
+        Tensor grad = Tensor::zeros(Dims{N, n}, DType::F32);  // padding columns and ignored rows stay 0
+        float* G = grad.data<float>();
+        const float* X = x.data<float>();
+#pragma omp parallel for if (threaded)
+        for (int64_t i = 0; i < N; ++i) {
+          if (t[i] == ignore_index) continue;
+          const float l = (*lse)[i];
+          for (int64_t j = 0; j < nv; ++j) G[i * n + j] = std::exp(X[i * n + j] - l) * scale;
+          const int64_t local = t[i] - vocab_begin;
+          if (local >= 0 && local < nv) G[i * n + local] -= scale;
+        }
+        return std::vector<Tensor>{grad.to(dtype).to(device)};
+      })[0];
 }
 
 }  // namespace modu::parallel

@@ -1,4 +1,5 @@
-// recipes/gpt/model.cpp — GPT-2 and Llama-style blocks, forward with optional KV cache, init.
+// recipes/gpt/model.cpp — GPT-2 and Llama-style blocks, forward with optional KV cache, init; under tensor
+// parallelism the split blocks and the vocabulary-parallel embedding, head and loss (see model.h).
 #include "recipes/gpt/model.h"
 
 #include <cmath>
@@ -291,7 +292,8 @@ Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
 Tensor GPT::embed(const Tensor& idx, int64_t past) {
   int64_t T = idx.size(1);
   Device dev = wte_->weight().device();
-  Tensor x = wte_->forward(idx.to(dev));  // (B, T, C)
+  Tensor x = tp_ ? parallel::vocab_parallel_embedding(idx.to(dev), wte_->weight(), vocab_begin(), *tp_)
+                 : wte_->forward(idx.to(dev));  // (B, T, C)
   if (!config_.is_llama()) {
     Tensor positions = add_scalar(Tensor::arange(T, DType::I64, dev), static_cast<double>(past));
     x = add(x, wpe_->forward(positions));  // (T, C) broadcast over B
@@ -327,14 +329,24 @@ Tensor GPT::blocks(const Tensor& input, int64_t begin, int64_t end, KVCache* cac
 
 Tensor GPT::head(const Tensor& input, const Tensor& tied) {
   Tensor x = config_.is_llama() ? norm_f_->forward(input) : ln_f_->forward(input);
+  if (tp_) {  // vocabulary-parallel: (B, T, C) @ (C, Vp/t), the gradient of x summed over the TP group
+    const Tensor& w = config_.is_llama() ? lm_head_->weight() : (tied.defined() ? tied : wte_->weight());
+    return matmul(nn::autocast(parallel::copy_to_tp_region(x, *tp_)), nn::autocast(w).t());
+  }
   if (config_.is_llama()) return lm_head_->forward(x);
   const Tensor& w = tied.defined() ? tied : wte_->weight();
   return matmul(nn::autocast(x), nn::autocast(w).t());  // tied head: (B, T, C) @ (C, Vp)
 }
 
+// From the config, not wte's shard: under PP the last stage has released wte (it multiplies by a copy).
+int64_t GPT::vocab_begin() const { return tp_ ? tp_->rank() * (config_.padded_vocab() / tp_->size()) : 0; }
+
 Tensor GPT::loss(const Tensor& logits, const Tensor& targets) const {
   int64_t V = config_.vocab_size, Vp = logits.size(-1);
   Tensor flat = logits.reshape(Dims{-1, Vp});
+  if (tp_)  // this rank's columns [vocab_begin, vocab_begin + Vp/t) of the logits (here Vp is Vp/t)
+    return parallel::vocab_parallel_cross_entropy(flat, targets.reshape(Dims{-1}).to(flat.device()), vocab_begin(), V,
+                                                  *tp_);
   // The padded columns [V, Vp) are no classes: the op skips them (no slice, no copy of the logits).
   return cross_entropy(flat, targets.reshape(Dims{-1}).to(flat.device()), -100, true, Vp > V ? V : 0);
 }
@@ -344,6 +356,10 @@ void GPT::shard_tensor_parallel(parallel::Communicator& tp) {
   MODU_CHECK(config_.n_head % tp.size() == 0 && config_.kv_heads() % tp.size() == 0 && config_.ffn() % tp.size() == 0,
              "tensor parallelism: parallel.tp = ", tp.size(), " must divide model.n_head (", config_.n_head,
              "), the key/value heads (", config_.kv_heads(), ") and the MLP width (", config_.ffn(), ")");
+  MODU_CHECK(config_.padded_vocab() % tp.size() == 0, "tensor parallelism: parallel.tp = ", tp.size(),
+             " does not divide the padded vocabulary of ", config_.padded_vocab(),
+             " rows; build the model with GptConfig::tp = ", tp.size(), " (pads to a multiple of model.pad_vocab_to x ",
+             tp.size(), ")");
   NoGradGuard no_grad;
   for (const nn::ParamRef& p : parameters()) {
     TpSplit split = tp_split_of(p.name);

@@ -6,7 +6,11 @@
 // no biases, untied head, grouped-query attention (n_kv_head divides n_head).
 //
 // Shapes: idx (B, T) i64 -> logits (B, T, Vp) where Vp is the vocabulary padded to a multiple of
-// `pad_vocab_to`; the padding columns never enter the loss (it reads logits[..., :V]).
+// `pad_vocab_to` (times `tp` under tensor parallelism, so that the TP ranks split it evenly); the padding
+// columns never enter the loss (it reads logits[..., :V]) and the padding rows of the embedding / head stay zero.
+// Under tensor parallelism (shard_tensor_parallel) the vocabulary is split by rows too (Megatron): the embedding
+// and the head hold rows [r*Vp/t, (r+1)*Vp/t), forward/head return this rank's logits shard (B, T, Vp/t) and
+// loss() is the vocabulary-parallel cross-entropy (parallel/tensor_parallel.h); full logits are never formed.
 // Parameter names follow the Hugging Face layouts (wte, h.N.attn.c_attn, ...; embed_tokens,
 // layers.N.self_attn.q_proj, ...) with weights stored (out, in) as nn::Linear does.
 #pragma once
@@ -39,8 +43,15 @@ struct GptConfig {
   double rope_theta = 10000.0;
   double norm_eps = 1e-5;
   bool recompute = false;  // activation recomputation per block
+  int64_t tp = 1;          // tensor-parallel ranks the vocabulary is split over (a layout choice: not stored)
 
-  int64_t padded_vocab() const { return (vocab_size + pad_vocab_to - 1) / pad_vocab_to * pad_vocab_to; }
+  // The embedding rows: vocab_size rounded up to a multiple of pad_vocab_to * tp.
+  int64_t padded_vocab() const {
+    const int64_t m = pad_vocab_to * tp;
+    return (vocab_size + m - 1) / m * m;
+  }
+  // The rows a checkpoint stores (the padding of one process, whatever the layout; rows beyond are zero).
+  int64_t stored_vocab() const { return (vocab_size + pad_vocab_to - 1) / pad_vocab_to * pad_vocab_to; }
   int64_t head_size() const { return n_embd / n_head; }
   int64_t kv_heads() const { return n_kv_head > 0 ? n_kv_head : n_head; }
   int64_t ffn() const;
@@ -49,7 +60,8 @@ struct GptConfig {
 };
 
 // The config as a checkpoint's metadata["model"] stores it (every field that changes what the model computes;
-// `recompute` is a training choice and is not stored), and back (validated; throws naming the missing field).
+// `recompute` and `tp` are training choices and are not stored), and back (validated; throws naming the missing
+// field).
 nlohmann::json config_to_json(const GptConfig& c);
 GptConfig config_from_json(const nlohmann::json& j);
 
@@ -80,25 +92,32 @@ class GPT : public nn::Module {
   // Deterministic initialisation from `seed` (each parameter its own stream, keyed by name).
   void init_weights(uint64_t seed);
 
-  // logits (B, T, Vp). With a cache, idx holds the next T tokens after cache->length positions.
+  // logits (B, T, Vp) (under TP: this rank's shard (B, T, Vp/t)). With a cache, idx holds the next T tokens after
+  // cache->length positions.
   Tensor forward(const Tensor& idx, KVCache* cache = nullptr);
   // The pieces forward() is made of, for pipeline stages (recipes/gpt/pipeline.h):
   //   embed: idx (B, T) -> x (B, T, C), token (+ learned position from `past`) embedding and dropout;
   //   blocks: x (B, T, C) -> (B, T, C) through layers [begin, end) (with recompute when configured);
   //   head: x (B, T, C) -> logits (B, T, Vp), final norm and LM head; gpt2 multiplies by `tied` when given (a
-  //   copy of wte.weight held by the last stage) instead of wte.weight.
+  //   copy of wte.weight held by the last stage; under TP its shard) instead of wte.weight.
+  // Under TP: embed is the vocabulary-parallel lookup, head gives this rank's logits shard (B, T, Vp/t).
   Tensor embed(const Tensor& idx, int64_t past = 0);
   Tensor blocks(const Tensor& x, int64_t begin, int64_t end, KVCache* cache = nullptr);
   Tensor head(const Tensor& x, const Tensor& tied = Tensor());
-  // Mean cross-entropy of logits (B, T, Vp) against targets (B, T), over the real vocabulary.
+  // Mean cross-entropy of logits (B, T, Vp) against targets (B, T), over the real vocabulary (under TP: of the
+  // logits shards (B, T, Vp/t), vocabulary-parallel; the same value on every TP rank).
   Tensor loss(const Tensor& logits, const Tensor& targets) const;
 
   // Tensor parallelism (recipes/gpt/tensor_parallel.h), after init_weights: each block's column- and row-parallel
-  // parameters become this rank's shard (global names kept; the same weights as one process), and the blocks run
-  // their heads and MLP columns split over `tp` (kept by reference; copy_to / reduce_from the TP region around
-  // them, parallel/tensor_parallel.h). A TP group of one rank changes nothing. No KV cache under TP.
+  // parameters and the vocabulary rows of the embedding and LM head become this rank's shard (global names kept;
+  // the same weights as one process), and the blocks run their heads and MLP columns split over `tp` (kept by
+  // reference; copy_to / reduce_from the TP region around them, parallel/tensor_parallel.h). The config's `tp`
+  // must make the padded vocabulary divisible by the group (config.tp = tp.size()). A TP group of one rank
+  // changes nothing. No KV cache under TP.
   void shard_tensor_parallel(parallel::Communicator& tp);
   parallel::Communicator* tensor_parallel() const { return tp_; }
+  // Under TP: the first global vocabulary row of this rank's shard (0 otherwise).
+  int64_t vocab_begin() const;
 
   KVCache make_cache(int64_t batch, int64_t capacity) const;
   void set_training(bool training) { training_ = training; }

@@ -19,7 +19,8 @@
 // own last backward (the last stage is done by then); after the optimizer step, stage 0 sends the updated wte
 // back (sync_tied_weights). So wte gets the same gradient as in
 // one process (up to the order of the sums), is updated and counted in the gradient norm once, and is
-// checkpointed once.
+// checkpointed once. Under TP x PP wte is vocabulary-parallel: each TP rank's copy (and its gradient) is its own
+// row shard, exchanged with the stage-0 rank of the same TP index (the PP groups are per TP index).
 //
 // Invariants: the losses and gradients of a step equal one process's on the same global batch up to the
 // rounding of the sums (scaling by 1/m, m micro-batches per DP rank, as the one-process loop does); dropout

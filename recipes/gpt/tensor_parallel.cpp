@@ -1,7 +1,10 @@
 // recipes/gpt/tensor_parallel.cpp — TP splits of the GPT parameters (see tensor_parallel.h).
 #include "recipes/gpt/tensor_parallel.h"
 
+#include <algorithm>
+
 #include "core/ops/dispatch.h"
+#include "core/ops/ops.h"
 
 namespace modu::gpt {
 
@@ -11,11 +14,33 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 }  // namespace
 
+bool is_vocab_param(const std::string& name) {
+  return name == "wte.weight" || name == "embed_tokens.weight" || name == "lm_head.weight";
+}
+
+Tensor with_rows(const Tensor& t, int64_t rows) {
+  MODU_CHECK(t.dim() >= 1, "with_rows: need a tensor with rows, got ", describe(t));
+  if (t.size(0) == rows) return t;
+  NoGradGuard no_grad;
+  Dims shape = t.shape();
+  shape[0] = rows;
+  Tensor out = Tensor::zeros(shape, t.dtype(), t.device());
+  const int64_t common = std::min(rows, t.size(0));
+  if (common < t.size(0)) {  // the rows dropped are vocabulary padding: they must be zero, nothing is lost
+    const double dropped = sum(abs(t.narrow(0, common, t.size(0) - common).to(DType::F32))).item();
+    MODU_CHECK(dropped == 0, "vocabulary padding: rows [", common, ", ", t.size(0), ") of ", describe(t),
+               " are not zero (sum of |x| ", dropped, "): real vocabulary rows, not padding; check model.vocab_size");
+  }
+  out.narrow(0, 0, common).copy_(t.narrow(0, 0, common));
+  return out;
+}
+
 TpSplit tp_split_of(const std::string& name) {
   if (ends_with(name, "attn.c_attn.weight") || ends_with(name, "attn.c_attn.bias")) return {0, 3};
   for (const char* column : {"mlp.c_fc.weight", "mlp.c_fc.bias", "q_proj.weight", "k_proj.weight", "v_proj.weight",
                              "gate_proj.weight", "up_proj.weight"})
     if (ends_with(name, column)) return {0, 1};
+  if (is_vocab_param(name)) return {0, 1};  // vocabulary rows
   for (const char* row : {"attn.c_proj.weight", "mlp.c_proj.weight", "o_proj.weight", "down_proj.weight"})
     if (ends_with(name, row)) return {1, 1};
   return {};

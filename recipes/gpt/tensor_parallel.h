@@ -11,11 +11,17 @@
 //          self_attn.o_proj.weight (C, C)          row -> (C, C/t)
 //          mlp.{gate,up}_proj.weight (F, C)        column -> (F/t, C)
 //          mlp.down_proj.weight (C, F)             row -> (C, F/t)
-// Everything else (embeddings, positions, norms, LM head, row-parallel biases) is replicated. Head h of the
+// Vocabulary-parallel (Megatron), rows split:
+//   gpt2   wte.weight (Vp, C) (the tied LM head too)     -> (Vp/t, C): rank r holds rows [r*Vp/t, (r+1)*Vp/t)
+//   llama  embed_tokens.weight, lm_head.weight (Vp, C)   -> (Vp/t, C)
+// (Vp: the vocabulary padded to a multiple of model.pad_vocab_to x t, GptConfig::padded_vocab.)
+// Everything else (positions, norms, row-parallel biases) is replicated. Head h of the
 // attention lands on rank h / (NH/t) (key/value head g on g / (NKV/t)), so each rank's heads are whole heads
 // and grouped-query pairs stay on one rank (NH/t query heads use NKV/t key/value heads).
 //
 // Invariants: shard then unshard is the identity, bit for bit; shards are fresh contiguous tensors.
+// Checkpoints store the vocabulary rows of one process (GptConfig::stored_vocab, whatever the layout), so the
+// padded size under TP (a multiple of pad_vocab_to x t) only ever differs by zero rows: with_rows converts.
 #pragma once
 
 #include <string>
@@ -37,5 +43,12 @@ TpSplit tp_split_of(const std::string& name);
 Tensor tp_shard(const Tensor& full, const TpSplit& split, int t, int r);
 // The global tensor from every rank's shard (all-gather over `tp`, collective); `local` itself when replicated.
 Tensor tp_unshard(const Tensor& local, const TpSplit& split, parallel::Communicator& tp);
+
+// The vocabulary-sized parameters (wte, embed_tokens, lm_head: Vp rows, padded; the padding rows are zero).
+bool is_vocab_param(const std::string& name);
+// `t` (rows, ...) with `rows` rows: its first min(rows, t's) rows, zeros beyond (t itself when it has `rows`).
+// Moves a vocabulary-sized tensor (weights or AdamW state) between paddings: the rows dropped or added are
+// padding, zero (throws when a row to drop is not).
+Tensor with_rows(const Tensor& t, int64_t rows);
 
 }  // namespace modu::gpt

@@ -28,8 +28,12 @@
 //    micro-batches; the clip norm is summed over the TP group (replicated parameters counted once); checkpoints
 //    hold global tensors (the shards gathered to TP rank 0 of DP rank 0, AdamW state shaped), so they resume
 //    under any TP, DP and PP size. With PP, each stage's blocks are split over its TP group (activations between
-//    stages are replicated over TP: each TP rank sends to its own peer). Not yet: vocabulary-parallel embedding
-//    and loss, TP on CUDA.
+//    stages are replicated over TP: each TP rank sends to its own peer). The vocabulary is split too: the
+//    embedding / LM head rows (gpt2's tied wte, and its last-stage copy under PP) and the cross-entropy are
+//    vocabulary-parallel, so the clip norm counts them as shards; the vocabulary pads to a multiple of
+//    model.pad_vocab_to x TP, the padding rows stay exactly zero, and checkpoints store one process's rows
+//    (GptConfig::stored_vocab), loading into any padding (rows copied, the rest zero: weights and AdamW state,
+//    shaped or flat). Not yet: TP on CUDA.
 //  - Checkpoints go to OUT_DIR/checkpoints/step_NNNNNNNN/ (checkpoint/ layer: manifest last, then
 //    `latest`); metrics to OUT_DIR/metrics.jsonl, one object per logged step.
 #include <omp.h>
@@ -201,6 +205,7 @@ struct Trainer {
     dp_rank = mesh->coord(rank).dp;
     dp_size = mesh->dp();
     mc = model_config(cfg);
+    mc.tp = tp;  // the vocabulary padded to a multiple of model.pad_vocab_to x TP (vocabulary-parallel rows)
     mesh->check_model({mc.n_head, mc.n_kv_head > 0 ? mc.n_kv_head : mc.n_head, mc.n_layer, mc.padded_vocab()});
     MODU_CHECK(mc.ffn() % tp == 0, "parallel.tp = ", tp, " does not divide the MLP width ", mc.ffn(),
                " (model.ffn_hidden); choose parallel.tp dividing it");
@@ -360,7 +365,9 @@ struct Trainer {
 
   // Tensor parallelism: every parameter and its AdamW m, v as global tensors, shaped (ZeRO pieces summed over the
   // DP group first: they are disjoint and the rest is zero, so the sum is exact; then the TP shards gathered).
-  // Collective over the TP and DP groups; `writer` keeps them for its shard.
+  // Vocabulary-sized tensors keep one process's rows (GptConfig::stored_vocab): the rows of the TP padding beyond
+  // are zero (never looked up, no loss, so no gradient, and AdamW keeps zero at zero), so a checkpoint is the same
+  // whatever the layout. Collective over the TP and DP groups; `writer` keeps them for its shard.
   void gather_tp_tensors(std::vector<checkpoint::ShardTensor>& tensors, bool writer) {
     NoGradGuard no_grad;
     const std::vector<nn::ParamRef>& params = opt->params();
@@ -383,21 +390,30 @@ struct Trainer {
       Tensor w = gpt::tp_unshard(*params[i].tensor, split, *groups.tp);
       Tensor mg = gpt::tp_unshard(m[i], split, *groups.tp), vg = gpt::tp_unshard(v[i], split, *groups.tp);
       if (!writer) continue;
+      if (gpt::is_vocab_param(params[i].name)) {  // one process's rows: the TP padding beyond is zero
+        w = gpt::with_rows(w, mc.stored_vocab());
+        mg = gpt::with_rows(mg, mc.stored_vocab());
+        vg = gpt::with_rows(vg, mc.stored_vocab());
+      }
       tensors.emplace_back("model/" + params[i].name, w);
       tensors.emplace_back("optim/m/" + params[i].name, mg);
       tensors.emplace_back("optim/v/" + params[i].name, vg);
     }
   }
 
-  // The checkpoint's global tensor `name` (of parameter `param`) into `dest`: this rank's TP shard of it.
+  // The checkpoint's global tensor `name` (of parameter `param`) into `dest`: this rank's TP shard of it. A
+  // vocabulary-sized tensor stored with other padding rows is brought to this run's padded vocabulary first.
   void read_tp_shard(const checkpoint::Checkpoint& ck, const std::string& name, const std::string& param,
                      Tensor& dest) const {
-    if (mesh->tp() == 1) {
+    const bool vocab = gpt::is_vocab_param(param);
+    if (mesh->tp() == 1 && !(vocab && ck.has(name) && ck.global_shape(name)[0] != mc.padded_vocab())) {
       ck.read(name, dest);
       return;
     }
     NoGradGuard no_grad;
-    Tensor shard = gpt::tp_shard(ck.read(name), gpt::tp_split_of(param), mesh->tp(), mesh->coord(rank).tp);
+    Tensor full = ck.read(name);
+    if (vocab) full = gpt::with_rows(full, mc.padded_vocab());
+    Tensor shard = gpt::tp_shard(full, gpt::tp_split_of(param), mesh->tp(), mesh->coord(rank).tp);
     MODU_CHECK(shard.shape() == dest.shape(), "checkpoint ", ck.dir().string(), ": ", name, " gives a TP shard of ",
                shard.shape().str(), ", the parameter's is ", dest.shape().str());
     dest.copy_(shard.to(dest.device()));
@@ -448,18 +464,22 @@ struct Trainer {
     for (const nn::ParamRef& p : params) read_tp_shard(ck, "model/" + p.name, p.name, *p.tensor);
     for (const parallel::StatePiece& piece : opt->optimizer_pieces()) {
       const nn::ParamRef& p = params[piece.param];
-      if (mesh->tp() == 1) {
+      // The stored global shape (vocabulary-sized: one process's padding, or whatever the writer had).
+      const Dims global = ck.global_shape("model/" + p.name);
+      const bool vocab_rows_differ = gpt::is_vocab_param(p.name) && global[0] != mc.padded_vocab();
+      if (mesh->tp() == 1 && !vocab_rows_differ) {
         read_state(ck, "optim/m/" + p.name, piece.m, piece.begin, piece.end, p.tensor->shape());
         read_state(ck, "optim/v/" + p.name, piece.v, piece.begin, piece.end, p.tensor->shape());
         continue;
       }
-      // TP: the global state, this rank's shard of it, the piece's flat range of that.
-      const Dims global = ck.global_shape("model/" + p.name);
+      // The stored global state (shaped, or flat ZeRO pieces seen in that shape), its vocabulary rows brought to
+      // this run's padding (the rows added or dropped are zero), this rank's TP shard, the piece's flat range.
       const gpt::TpSplit split = gpt::tp_split_of(p.name);
       const int64_t n = piece.end - piece.begin;
       for (const auto& [state, dest] : {std::pair{"optim/m/", piece.m}, std::pair{"optim/v/", piece.v}}) {
         Tensor full = Tensor::zeros(global, DType::F32, dest.device());
         read_state(ck, state + p.name, full, 0, global.numel(), global);
+        if (vocab_rows_differ) full = gpt::with_rows(full, mc.padded_vocab());
         Tensor local = gpt::tp_shard(full, split, mesh->tp(), mesh->coord(rank).tp);
         dest.reshape(Dims{n}).copy_(local.reshape(Dims{-1}).slice(0, piece.begin, piece.end));
       }
@@ -498,6 +518,9 @@ struct Trainer {
       const std::string name = "model/" + p.name;
       Dims want = p.tensor->shape();  // the global shape (TP: the shard's, times the TP size along its split)
       if (gpt::tp_split_of(p.name).sharded()) want[gpt::tp_split_of(p.name).dim] *= mesh->tp();
+      // Vocabulary rows: the same vocabulary, any padding (the rows beyond model.vocab_size are zero).
+      if (gpt::is_vocab_param(p.name) && ck.has(name) && saved.at("vocab_size") == mine.at("vocab_size"))
+        want[0] = ck.global_shape(name)[0];
       MODU_CHECK(ck.has(name) && ck.global_shape(name) == want, "train.init_from: ",
                  ck.dir().string(), (ck.has(name) ? " has a different shape for " : " lacks "), name,
                  " than the recipe's model; set the recipe's model.* to ", saved.dump());
@@ -815,7 +838,12 @@ int generate_main(const GenerateOptions& opts) {
   gpt::GPT model(mc);
   {
     NoGradGuard no_grad;
-    for (const nn::ParamRef& p : model.parameters()) ck.read("model/" + p.name, *p.tensor);
+    for (const nn::ParamRef& p : model.parameters()) {  // vocabulary rows: whatever padding the writer had
+      if (gpt::is_vocab_param(p.name) && ck.global_shape("model/" + p.name)[0] != p.tensor->size(0))
+        p.tensor->copy_(gpt::with_rows(ck.read("model/" + p.name), p.tensor->size(0)).to(p.tensor->device()));
+      else
+        ck.read("model/" + p.name, *p.tensor);
+    }
   }
   model.set_training(false);
   std::string tok_spec = opts.tokenizer.empty() ? meta.value("tokenizer", std::string("gpt2")) : opts.tokenizer;

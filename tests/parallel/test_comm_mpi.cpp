@@ -48,6 +48,27 @@ TEST(Mpi, AllReduceSumAndAverage) {
   EXPECT_EQ(ints.to_vector<int64_t>(), (std::vector<int64_t>{n * (n - 1) / 2, n}));
 }
 
+// ReduceOp::Max (vocabulary-parallel cross-entropy's row maxima): the largest rank's values, for every block of the
+// ring, f32 and i64; a negative value on one rank only.
+TEST(Mpi, AllReduceMax) {
+  Communicator& w = world();
+  const int n = w.size();
+  for (int64_t len : {int64_t{1}, int64_t{7}, int64_t{4099}}) {
+    Tensor x = rank_vector(w.rank(), len);
+    if (len > 1) x.data<float>()[len - 1] = w.rank() == 0 ? 5.0f : -1.0f - float(w.rank());
+    w.all_reduce(x, ReduceOp::Max);
+    std::vector<float> got = x.to_vector<float>();
+    for (int64_t i = 0; i + 1 < len; ++i)
+      ASSERT_EQ(got[static_cast<size_t>(i)], float((n - 1) * 1000.0 + double(i) + 0.25)) << "len " << len;
+    if (len > 1) {
+      EXPECT_EQ(got.back(), 5.0f);
+    }
+  }
+  Tensor ints = Tensor::from_vector(std::vector<int64_t>{-w.rank(), w.rank()}, Dims{2});
+  w.all_reduce(ints, ReduceOp::Max);
+  EXPECT_EQ(ints.to_vector<int64_t>(), (std::vector<int64_t>{0, n - 1}));
+}
+
 // The result is bit-identical on every rank (replicated parameters stay replicated), even for values whose sum
 // depends on the order of the additions.
 TEST(Mpi, AllReduceIsBitIdenticalOnEveryRankAndEqualsReduceScatterThenAllGather) {

@@ -433,7 +433,8 @@ TEST(Pipeline, BadLayoutsStopBeforeAnyWork) {
 // The tiny models with 4 attention heads (llama: 2 key/value heads, so TP2 keeps grouped-query pairs on one
 // rank), TP2, TP4 (gpt) and DP2 x TP2 with ZeRO 0/1/2 against one process on the same global batch: per-step
 // loss and gradient norm within 1e-5 relative, final weights (gathered to global tensors in the checkpoint) within
-// 5e-5 absolute.
+// 5e-5 absolute. The embedding, head and loss are vocabulary-parallel: the 384-token vocabulary pads to 384 rows
+// under one process, to 512 under TP2 and TP4 (a multiple of 128 x TP); checkpoints store 384 rows either way.
 namespace {
 
 const char* kTpHeads = " --set model.n_head=4";
@@ -580,6 +581,46 @@ TEST(TensorParallel, ResumeAcrossLayouts) {
     EXPECT_EQ(losses(run).size(), 10u);
     EXPECT_LE(dl, 1e-5);
     EXPECT_LE(dw, 5e-5);
+  }
+}
+
+// Vocabulary padding that differs between layouts: model.vocab_size = 400 with model.pad_vocab_to = 64 pads to 448
+// rows under one process and DP2, to 512 (a multiple of 64 x 2) under TP2 (vocabulary-parallel: 256 rows a rank).
+// Checkpoints store one process's 448 rows whatever the layout (the rows beyond are zero); a one-process and a DP2
+// ZeRO-1 (flat AdamW pieces) checkpoint continued under TP2 and a TP2 checkpoint continued under one process:
+// steps 6..10 match the straight one-process run within 1e-5, the final weights within 5e-5.
+TEST(TensorParallel, ResumeAcrossVocabularyPaddings) {
+  const std::string vocab = std::string(kTpHeads) + " --set model.vocab_size=400 --set model.pad_vocab_to=64";
+  fs::path ref = train("gpt_vocab_ref", "gpt", 1, 0, vocab);
+  EXPECT_NE(read_text(ref.string() + ".log").find("vocabulary padded to 448"), std::string::npos);
+  fs::path saved_one = train("gpt_vocab_saved_one", "gpt", 1, 0, vocab + " --set train.stop_after=5");
+  fs::path saved_dp2 = train("gpt_vocab_saved_dp2", "gpt", 2, 1, vocab + " --set train.stop_after=5");
+  fs::path saved_tp2 =
+      train("gpt_vocab_saved_tp2", "gpt", 2, 0, vocab + " --set parallel.tp=2 --set train.stop_after=5");
+  EXPECT_NE(read_text(saved_tp2.string() + ".log").find("vocabulary padded to 512"), std::string::npos);
+  EXPECT_EQ(checkpoint::Checkpoint::open(saved_tp2 / "checkpoints").global_shape("model/wte.weight"),
+            (Dims{448, 32}));  // one process's rows
+  struct Continued {
+    fs::path from;
+    const char* name;
+    int np, tp;
+  };
+  for (const Continued& c :
+       {Continued{saved_one, "gpt_vocab_one_to_tp2", 2, 2}, Continued{saved_dp2, "gpt_vocab_dp2_zero1_to_tp2", 2, 2},
+        Continued{saved_tp2, "gpt_vocab_tp2_to_one", 1, 1}}) {
+    fs::path run = env().dir / c.name;
+    fs::remove_all(run);
+    fs::copy(c.from, run, fs::copy_options::recursive);
+    train(c.name, "gpt", c.np, 0, vocab + " --set parallel.tp=" + std::to_string(c.tp));
+    std::string log = read_text(run.string() + ".log");
+    EXPECT_NE(log.find("resumed from"), std::string::npos) << log;
+    double dl = max_rel_loss_diff(losses(run), losses(ref), 6);
+    double dw = max_abs_diff(tensors(run, "model/"), tensors(ref, "model/"));
+    std::printf("vocab 400 / pad 64: resume %s: max rel loss diff (steps 6-10) %.3e, weight diff %.3e\n", c.name, dl,
+                dw);
+    EXPECT_EQ(losses(run).size(), 10u) << log;
+    EXPECT_LE(dl, 1e-5) << c.name;
+    EXPECT_LE(dw, 5e-5) << c.name;
   }
 }
 

@@ -3,10 +3,14 @@
 //  - the conjugate operators (parallel/tensor_parallel.h): copy_to_tp_region sums gradients backward,
 //    reduce_from_tp_region sums values forward and passes gradients through (f32 and bf16);
 //  - tp_shard / tp_unshard (recipes/gpt/tensor_parallel.h) are inverse, bit for bit;
+//  - the vocabulary-parallel embedding and cross-entropy (f32) against the unsharded embedding / cross_entropy
+//    op: lookup bit for bit, loss within 1e-6 relative, gradients of the weight / logits shards within 1e-6 of the
+//    shards of the full ones, with padding columns (set large: they must not count) and ignore_index targets;
 //  - a GPT-2 and a Llama-style model (grouped-query attention: 4 query heads, 2 or 4 key/value heads) sharded
-//    over the TP group against the same model unsharded on each rank: the loss within 1e-6 relative, every
-//    sharded gradient equal to the shard of the full gradient, every replicated gradient equal to the full one
-//    (within 1e-5 of its scale) and bit-identical on every TP rank.
+//    over the TP group (vocabulary-parallel, padded to a multiple of 32 x TP: 128 rows against one process's 96)
+//    against the same model unsharded on each rank: the loss within 1e-6 relative, every sharded gradient equal to
+//    the shard of the full gradient (vocabulary rows: padded with zero rows first), every replicated gradient equal
+//    to the full one (within 1e-5 of its scale) and bit-identical on every TP rank.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -83,13 +87,93 @@ TEST(TensorParallel, ShardThenUnshardIsTheIdentity) {
   EXPECT_EQ(local.to_vector<float>(), (std::vector<float>{r2, r2 + 1, C + r2, C + r2 + 1, 2 * C + r2, 2 * C + r2 + 1}));
 }
 
+// ids (2, 7) over V = 90 real rows of a (Vp = 128, 8) table; rank r holds rows [r*Vp/t, (r+1)*Vp/t).
+TEST(TensorParallel, VocabParallelEmbeddingMatchesTheFullLookup) {
+  Communicator& w = world();
+  const int64_t V = 90, Vp = 128, C = 8, n = Vp / w.size(), begin = w.rank() * n;
+  Generator g(11);
+  Tensor full = normal(Dims{Vp, C}, 0, 1, g, DType::F32);
+  full.narrow(0, V, Vp - V).zero_();
+  std::vector<int64_t> ids;
+  for (int64_t i = 0; i < 14; ++i) ids.push_back(i == 0 ? V - 1 : (i * 29 + 3) % V);
+  ids[5] = ids[9];  // a repeated id: its gradient rows add up
+  Tensor idx = Tensor::from_vector(ids, Dims{2, 7});
+  Tensor coef = normal(Dims{2, 7, C}, 0, 1, g, DType::F32);  // the loss sum(y * coef): dy = coef
+  Tensor wf = full.clone().set_requires_grad(true);
+  Tensor yf = embedding(wf, idx);
+  sum(mul(yf, coef)).backward();
+  Tensor ws = full.narrow(0, begin, n).contiguous().set_requires_grad(true);
+  Tensor ys = vocab_parallel_embedding(idx, ws, begin, w);
+  ASSERT_EQ(ys.shape(), (Dims{2, 7, C}));
+  EXPECT_EQ(max_abs_diff(ys, yf), 0.0);  // one owner per id, zeros from the others
+  sum(mul(ys, coef)).backward();
+  EXPECT_LE(max_abs_diff(ws.grad(), wf.grad().narrow(0, begin, n)), 1e-6);
+}
+
+// logits (N = 12, Vp = 128) with V = 90 real classes: the padding columns hold 50 (they would dominate the
+// softmax if counted); targets include 0, V - 1 and three ignore_index rows; the loss scaled by 0.5 (g != 1).
+TEST(TensorParallel, VocabParallelCrossEntropyMatchesTheFullLoss) {
+  Communicator& w = world();
+  const int64_t N = 12, V = 90, Vp = 128, n = Vp / w.size(), begin = w.rank() * n;
+  Generator g(5);
+  Tensor full = mul_scalar(normal(Dims{N, Vp}, 0, 1, g, DType::F32), 3.0);
+  full.narrow(1, V, Vp - V).fill_(50.0);
+  std::vector<int64_t> targets;
+  for (int64_t i = 0; i < N; ++i) targets.push_back((i * 37 + 11) % V);
+  targets[0] = 0, targets[1] = V - 1, targets[4] = -100, targets[7] = -100, targets[11] = -100;
+  Tensor tgt = Tensor::from_vector(targets, Dims{N});
+  Tensor lf = full.clone().set_requires_grad(true);
+  Tensor loss_full = cross_entropy(lf, tgt, -100, true, V);
+  mul_scalar(loss_full, 0.5).backward();
+  Tensor ls = full.narrow(1, begin, n).contiguous().set_requires_grad(true);
+  Tensor loss = vocab_parallel_cross_entropy(ls, tgt, begin, V, w);
+  EXPECT_LE(std::abs(loss.item() - loss_full.item()) / std::abs(loss_full.item()), 1e-6)
+      << loss.item() << " vs " << loss_full.item();
+  Tensor root = loss.detach().clone();
+  w.broadcast(root, 0);
+  EXPECT_EQ(root.item(), loss.item()) << "the loss differs between TP ranks";
+  mul_scalar(loss, 0.5).backward();
+  EXPECT_LE(max_abs_diff(ls.grad(), lf.grad().narrow(1, begin, n)), 1e-6);
+  if (begin + n > V) {  // this rank holds padding columns: no gradient there
+    const int64_t real = std::max<int64_t>(V - begin, 0);
+    EXPECT_EQ(max_abs(ls.grad().narrow(1, real, n - real)), 0.0);
+  }
+  // bf16 logits (autocast): computed in f32, the gradient back in bf16.
+  Tensor lb = full.narrow(1, begin, n).to(DType::BF16).contiguous().set_requires_grad(true);
+  Tensor loss_b = vocab_parallel_cross_entropy(lb, tgt, begin, V, w);
+  Tensor ref_b = cross_entropy(full.to(DType::BF16).to(DType::F32), tgt, -100, true, V);
+  EXPECT_EQ(loss_b.dtype(), DType::F32);
+  EXPECT_LE(std::abs(loss_b.item() - ref_b.item()) / std::abs(ref_b.item()), 1e-6);
+  loss_b.backward();
+  EXPECT_EQ(lb.grad().dtype(), DType::BF16);
+}
+
+// Shards large enough for the op's OpenMP rows (N x Vp/t > 2^15): N = 160, V = 1000 of Vp = 1024.
+TEST(TensorParallel, VocabParallelCrossEntropyLargeShards) {
+  Communicator& w = world();
+  const int64_t N = 160, V = 1000, Vp = 1024, n = Vp / w.size(), begin = w.rank() * n;
+  Generator g(9);
+  Tensor full = mul_scalar(normal(Dims{N, Vp}, 0, 1, g, DType::F32), 2.0);
+  std::vector<int64_t> targets;
+  for (int64_t i = 0; i < N; ++i) targets.push_back(i % 17 == 3 ? -100 : (i * 131 + 7) % V);
+  Tensor tgt = Tensor::from_vector(targets, Dims{N});
+  Tensor lf = full.clone().set_requires_grad(true);
+  Tensor loss_full = cross_entropy(lf, tgt, -100, true, V);
+  loss_full.backward();
+  Tensor ls = full.narrow(1, begin, n).contiguous().set_requires_grad(true);
+  Tensor loss = vocab_parallel_cross_entropy(ls, tgt, begin, V, w);
+  EXPECT_LE(std::abs(loss.item() - loss_full.item()) / std::abs(loss_full.item()), 1e-6);
+  loss.backward();
+  EXPECT_LE(max_abs_diff(ls.grad(), lf.grad().narrow(1, begin, n)), 1e-7);
+}
+
 namespace {
 
 void sharded_model_matches_full(const std::string& arch, int64_t kv_heads) {
   Communicator& w = world();
   gpt::GptConfig c;
   c.arch = arch;
-  c.vocab_size = 96;
+  c.vocab_size = 90;  // one process pads to 96, TP to a multiple of 32 x TP: 128
   c.pad_vocab_to = 32;
   c.n_layer = 2;
   c.n_head = 4;
@@ -98,14 +182,21 @@ void sharded_model_matches_full(const std::string& arch, int64_t kv_heads) {
   c.block_size = 16;
   c.ffn_hidden = arch == "llama" ? 64 : 0;
   std::vector<int64_t> tokens, targets;
-  for (int64_t i = 0; i < 2 * 16; ++i) tokens.push_back((i * 37 + 5) % 96), targets.push_back((i * 11 + 3) % 96);
+  for (int64_t i = 0; i < 2 * 16; ++i)
+    tokens.push_back((i * 37 + 5) % 90), targets.push_back(i == 7 ? -100 : (i * 11 + 3) % 90);
   Tensor idx = Tensor::from_vector(tokens, Dims{2, 16}), tgt = Tensor::from_vector(targets, Dims{2, 16});
-  gpt::GPT full(c), tp(c);
+  gpt::GptConfig ct = c;
+  ct.tp = w.size();
+  gpt::GPT full(c), tp(ct);
+  ASSERT_EQ(c.padded_vocab(), 96);
+  ASSERT_EQ(ct.padded_vocab(), 128);
   full.init_weights(42);
   tp.init_weights(42);
   tp.shard_tensor_parallel(w);
   Tensor lf = full.loss(full.forward(idx), tgt);
-  Tensor lt = tp.loss(tp.forward(idx), tgt);
+  Tensor logits = tp.forward(idx);
+  EXPECT_EQ(logits.shape(), (Dims{2, 16, 128 / w.size()}));  // this rank's vocabulary columns
+  Tensor lt = tp.loss(logits, tgt);
   lf.backward();
   lt.backward();
   EXPECT_LE(std::abs(lf.item() - lt.item()) / std::abs(lf.item()), 1e-6) << arch;
@@ -115,7 +206,9 @@ void sharded_model_matches_full(const std::string& arch, int64_t kv_heads) {
   for (size_t i = 0; i < pf.size(); ++i) {
     ASSERT_EQ(pf[i].name, pt[i].name);
     const gpt::TpSplit split = gpt::tp_split_of(pt[i].name);
-    Tensor want = gpt::tp_shard(pf[i].tensor->grad(), split, w.size(), w.rank());
+    Tensor full_grad = pf[i].tensor->grad();
+    if (gpt::is_vocab_param(pt[i].name)) full_grad = gpt::with_rows(full_grad, ct.padded_vocab());  // zero rows
+    Tensor want = gpt::tp_shard(full_grad, split, w.size(), w.rank());
     Tensor got = pt[i].tensor->grad();
     EXPECT_LE(max_abs_diff(got, want), 1e-5 * std::max(1.0, max_abs(want))) << arch << " " << pt[i].name;
     if (split.sharded()) {
@@ -127,7 +220,8 @@ void sharded_model_matches_full(const std::string& arch, int64_t kv_heads) {
     w.broadcast(root, 0);
     EXPECT_EQ(max_abs_diff(got, root), 0.0) << arch << " " << pt[i].name << " differs between TP ranks";
   }
-  EXPECT_EQ(sharded, arch == "llama" ? 7 * 2 : 6 * 2) << arch;  // per block: the matrices (and gpt2's column biases)
+  // Per block: the matrices (and gpt2's column biases); then the vocabulary rows (wte; embed_tokens and lm_head).
+  EXPECT_EQ(sharded, arch == "llama" ? 7 * 2 + 2 : 6 * 2 + 1) << arch;
 }
 
 }  // namespace
