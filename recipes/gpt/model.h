@@ -9,6 +9,8 @@
 // `pad_vocab_to`; the padding columns never enter the loss (it reads logits[..., :V]).
 // Parameter names follow the Hugging Face layouts (wte, h.N.attn.c_attn, ...; embed_tokens,
 // layers.N.self_attn.q_proj, ...) with weights stored (out, in) as nn::Linear does.
+// Under tensor parallelism with sequence parallelism (shard_tensor_parallel), the activations between embed,
+// blocks and head are each rank's slice (B, T/t, C) of the positions; logits stay (B, T, Vp) on every rank.
 #pragma once
 
 #include <memory>
@@ -73,10 +75,11 @@ class GPT : public nn::Module {
   // logits (B, T, Vp). With a cache, idx holds the next T tokens after cache->length positions.
   Tensor forward(const Tensor& idx, KVCache* cache = nullptr);
   // The pieces forward() is made of, for pipeline stages (recipes/gpt/pipeline.h):
-  //   embed: idx (B, T) -> x (B, T, C), token (+ learned position from `past`) embedding and dropout;
-  //   blocks: x (B, T, C) -> (B, T, C) through layers [begin, end) (with recompute when configured);
-  //   head: x (B, T, C) -> logits (B, T, Vp), final norm and LM head; gpt2 multiplies by `tied` when given (a
+  //   embed: idx (B, T) -> x (B, T', C), token (+ learned position from `past`) embedding and dropout;
+  //   blocks: x (B, T', C) -> (B, T', C) through layers [begin, end) (with recompute when configured);
+  //   head: x (B, T', C) -> logits (B, T, Vp), final norm and LM head; gpt2 multiplies by `tied` when given (a
   //   copy of wte.weight held by the last stage) instead of wte.weight.
+  //   T' = local_seq_len(T): T, or this rank's T / t positions under sequence parallelism.
   Tensor embed(const Tensor& idx, int64_t past = 0);
   Tensor blocks(const Tensor& x, int64_t begin, int64_t end, KVCache* cache = nullptr);
   Tensor head(const Tensor& x, const Tensor& tied = Tensor());
@@ -87,8 +90,17 @@ class GPT : public nn::Module {
   // parameters become this rank's shard (global names kept; the same weights as one process), and the blocks run
   // their heads and MLP columns split over `tp` (kept by reference; copy_to / reduce_from the TP region around
   // them, parallel/tensor_parallel.h). A TP group of one rank changes nothing. No KV cache under TP.
-  void shard_tensor_parallel(parallel::Communicator& tp);
+  // `sequence_parallel` (Megatron's): outside the TP regions rank r holds positions [r*T/t, (r+1)*T/t) — embed
+  // returns that slice (B, T/t, C), blocks take and return slices (all-gather along T into the column-parallel
+  // matrices, reduce-scatter along T out of the row-parallel ones), head gathers the slices and computes the
+  // whole logits on every rank. T must be divisible by t. The norms' weights and biases and the row-parallel
+  // biases, which then see only this rank's positions, get their gradients summed over `tp` on the tape, so
+  // every replicated parameter's gradient is whole and bit-identical over the TP group, with or without it.
+  void shard_tensor_parallel(parallel::Communicator& tp, bool sequence_parallel = false);
   parallel::Communicator* tensor_parallel() const { return tp_; }
+  bool sequence_parallel() const { return sp_; }
+  // Positions per rank of the activations between embed, blocks and head: T, or T / t with sequence parallelism.
+  int64_t local_seq_len(int64_t T) const { return sp_ ? T / tp_size() : T; }
 
   KVCache make_cache(int64_t batch, int64_t capacity) const;
   void set_training(bool training) { training_ = training; }
@@ -109,6 +121,8 @@ class GPT : public nn::Module {
   std::unique_ptr<nn::Linear> lm_head_;  // llama only (gpt2 ties to wte)
   Tensor rope_cos_, rope_sin_;            // (block_size, HS/2)
   parallel::Communicator* tp_ = nullptr;  // shard_tensor_parallel
+  bool sp_ = false;                       // shard_tensor_parallel: sequence parallelism
+  int tp_size() const;
 };
 
 }  // namespace modu::gpt

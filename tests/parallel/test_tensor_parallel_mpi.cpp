@@ -7,7 +7,8 @@
 //    over the TP group against the same model unsharded on each rank: the loss within 1e-6 relative, every
 //    sharded gradient equal to the shard of the full gradient, every replicated gradient equal to the full one
 //    (within 1e-5 of its scale) and bit-identical on every TP rank;
-//  - the sequence-parallel operators against the unsharded computation (values and gradients, f32 and bf16).
+//  - the sequence-parallel operators against the unsharded computation (values and gradients, f32 and bf16),
+//    and both models again with sequence parallelism (activations (B, T/t, C) outside the TP regions).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -143,7 +144,7 @@ TEST(TensorParallel, SequenceOperators) {
 
 namespace {
 
-void sharded_model_matches_full(const std::string& arch, int64_t kv_heads) {
+void sharded_model_matches_full(const std::string& arch, int64_t kv_heads, bool sequence_parallel = false) {
   Communicator& w = world();
   gpt::GptConfig c;
   c.arch = arch;
@@ -161,7 +162,8 @@ void sharded_model_matches_full(const std::string& arch, int64_t kv_heads) {
   gpt::GPT full(c), tp(c);
   full.init_weights(42);
   tp.init_weights(42);
-  tp.shard_tensor_parallel(w);
+  tp.shard_tensor_parallel(w, sequence_parallel);
+  EXPECT_EQ(tp.sequence_parallel(), sequence_parallel && w.size() > 1);
   Tensor lf = full.loss(full.forward(idx), tgt);
   Tensor lt = tp.loss(tp.forward(idx), tgt);
   lf.backward();
@@ -193,4 +195,10 @@ void sharded_model_matches_full(const std::string& arch, int64_t kv_heads) {
 TEST(TensorParallel, GptShardedGradientsMatchTheFullModel) { sharded_model_matches_full("gpt2", 0); }
 TEST(TensorParallel, LlamaShardedGradientsMatchTheFullModel) {
   sharded_model_matches_full("llama", world().size() <= 2 ? 2 : 4);
+}
+// Sequence parallelism: T = 16 positions, 8 or 4 per rank outside the TP regions; the norms' and row-parallel
+// biases' gradients (summed over the ranks on the tape) whole and bit-identical over the TP group.
+TEST(TensorParallel, GptSequenceParallelGradientsMatchTheFullModel) { sharded_model_matches_full("gpt2", 0, true); }
+TEST(TensorParallel, LlamaSequenceParallelGradientsMatchTheFullModel) {
+  sharded_model_matches_full("llama", world().size() <= 2 ? 2 : 4, true);
 }
