@@ -61,20 +61,24 @@ namespace {
 // x (B, T, C): dropout of site `site` keyed by the samples x holds (DropoutKey). Row b starts at uniform number
 // (first_sample + b)*T*C, so a batch is one dropout op whenever first_sample*T*C is a multiple of 4 (a Philox
 // block); otherwise the keep/scale factors are drawn over the enclosing blocks and multiplied in.
+// Sequence parallelism: x (B, T', C) holds positions [seq_offset, seq_offset + T') of sequences of seq_total
+// positions; the keep factors are drawn for the whole sequences and this slice of them multiplied in.
 // `gen` is scratch: its state is set here.
-Tensor keyed_dropout(const Tensor& x, double p, const DropoutKey& key, int64_t site, Generator& gen) {
-  const uint64_t per_sample = static_cast<uint64_t>(x.numel() / x.size(0));
-  const uint64_t start = key.first_sample * per_sample;
+Tensor keyed_dropout(const Tensor& x, double p, const DropoutKey& key, int64_t site, Generator& gen,
+                     int64_t seq_offset = 0, int64_t seq_total = 0) {
+  const bool slice = seq_total > 0 && seq_total != x.size(1);
+  const int64_t B = x.size(0), per_sample = slice ? seq_total * (x.numel() / (B * x.size(1))) : x.numel() / B;
+  const uint64_t start = key.first_sample * static_cast<uint64_t>(per_sample);
   gen.set_state({key.seed, stream_id("dropout", site), start / 4});
   const int64_t skip = static_cast<int64_t>(start % 4);
-  if (skip == 0) return dropout(x, p, gen);
+  if (skip == 0 && !slice) return dropout(x, p, gen);
   Tensor keep;  // keep / (1 - p) per element, no gradient
   {
     NoGradGuard no_grad;
-    keep = dropout(Tensor::ones(Dims{skip + x.numel()}, x.dtype(), x.device()), p, gen)
-               .narrow(0, skip, x.numel())
-               .contiguous()
-               .view(x.shape());
+    const int64_t n = B * per_sample;
+    keep = dropout(Tensor::ones(Dims{skip + n}, x.dtype(), x.device()), p, gen).narrow(0, skip, n).contiguous();
+    if (slice) keep = keep.view(Dims{B, seq_total, x.numel() / (B * x.size(1))}).narrow(1, seq_offset, x.size(1));
+    keep = keep.contiguous().view(x.shape());
   }
   return mul(x, keep);
 }
@@ -137,33 +141,55 @@ class Block : public nn::Module {
                  bool training, const Tensor& rope_cos, const Tensor& rope_sin) {
     const int64_t site = 1 + 2 * static_cast<int64_t>(layer);  // attention branch; the MLP's is site + 1
     double p = training ? c_.dropout : 0.0;
-    Tensor h = to_tp(c_.is_llama() ? in_norm->forward(x) : ln_1->forward(x));
+    Tensor h = to_tp(c_.is_llama() ? norm(*in_norm, x) : norm(*ln_1, x));
     Tensor a = attention_part(h, cache, layer, rope_cos, rope_sin).to(x.dtype());  // residual stays f32
-    if (p > 0) a = keyed_dropout(a, p, drop, site, drop_gen);
+    // Sequence parallelism: x holds positions [r*T', (r+1)*T') of T = t*T'.
+    const int64_t seq_offset = sp ? tp->rank() * x.size(1) : 0, seq_total = sp ? tp_size() * x.size(1) : 0;
+    if (p > 0) a = keyed_dropout(a, p, drop, site, drop_gen, seq_offset, seq_total);
     Tensor x1 = add(x, a);
     Tensor m;
     if (c_.is_llama()) {
-      Tensor hn = to_tp(post_norm->forward(x1));
+      Tensor hn = to_tp(norm(*post_norm, x1));
       m = row_parallel(*mlp_proj, mul(silu(gate->forward(hn)), up->forward(hn)));
     } else {
-      m = row_parallel(*mlp_proj, gelu_tanh(c_fc->forward(to_tp(ln_2->forward(x1)))));
+      m = row_parallel(*mlp_proj, gelu_tanh(c_fc->forward(to_tp(norm(*ln_2, x1)))));
     }
     m = m.to(x1.dtype());
-    if (p > 0) m = keyed_dropout(m, p, drop, site + 1, drop_gen);
+    if (p > 0) m = keyed_dropout(m, p, drop, site + 1, drop_gen, seq_offset, seq_total);
     return add(x1, m);
   }
 
  parallel::Communicator* tp = nullptr;  // GPT::shard_tensor_parallel
+  bool sp = false;                        // sequence parallelism: x is this rank's slice (B, T/t, C)
 
  private:
   int tp_size() const { return tp ? tp->size() : 1; }
-  // Input of column-parallel matrices: identity forward, gradient summed over the TP group backward.
-  Tensor to_tp(const Tensor& h) const { return tp ? parallel::copy_to_tp_region(h, *tp) : h; }
-  // A row-parallel linear: each rank's partial product summed over the TP group, then the bias once.
+  // Input of column-parallel matrices: identity forward, gradient summed over the TP group backward; with
+  // sequence parallelism the slices (B, T/t, C) all-gathered into (B, T, C), gradient reduce-scattered backward.
+  Tensor to_tp(const Tensor& h) const {
+    if (!tp) return h;
+    return sp ? parallel::gather_from_sequence_region(h, *tp) : parallel::copy_to_tp_region(h, *tp);
+  }
+  // A row-parallel linear: each rank's partial product summed over the TP group (sequence parallelism: summed and
+  // scattered, rank r keeps its slice of positions), then the bias once.
   Tensor row_parallel(nn::Linear& l, const Tensor& x) const {
     if (!tp) return l.forward(x);
-    Tensor y = parallel::reduce_from_tp_region(matmul(nn::autocast(x), nn::autocast(l.weight()).t()), *tp);
-    return l.has_bias() ? add(y, nn::autocast(l.bias())) : y;
+    Tensor y = matmul(nn::autocast(x), nn::autocast(l.weight()).t());
+    y = sp ? parallel::reduce_scatter_to_sequence_region(y, *tp) : parallel::reduce_from_tp_region(y, *tp);
+    return l.has_bias() ? add(y, nn::autocast(sp_param(l.bias()))) : y;
+  }
+  // A replicated parameter used in the sequence-parallel region sees only this rank's positions: its gradient,
+  // partial on each rank, is summed over the TP group on the tape (per backward, before DataParallel's hooks see
+  // it), so it comes out whole and bit-identical on every TP rank, as without sequence parallelism.
+  Tensor sp_param(const Tensor& w) const { return sp ? parallel::copy_to_tp_region(w, *tp) : w; }
+  Tensor norm(nn::LayerNorm& n, const Tensor& x) const {
+    if (!sp) return n.forward(x);
+    std::vector<nn::ParamRef> ps = n.parameters();  // weight, bias
+    return layer_norm(x, sp_param(*ps[0].tensor), sp_param(*ps[1].tensor), c_.norm_eps);
+  }
+  Tensor norm(nn::RMSNorm& n, const Tensor& x) const {
+    if (!sp) return n.forward(x);
+    return rms_norm(x, sp_param(*n.parameters()[0].tensor), c_.norm_eps);
   }
 
   Tensor attention_part(const Tensor& h, KVCache* cache, size_t layer, const Tensor& rope_cos,
@@ -291,6 +317,9 @@ Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
 
 Tensor GPT::embed(const Tensor& idx, int64_t past) {
   int64_t T = idx.size(1);
+  MODU_CHECK(!sp_ || T % tp_->size() == 0, "sequence parallelism: a sequence of ", T,
+             " tokens is not divisible by parallel.tp = ", tp_->size(),
+             "; set train.seq_len to a multiple of it, or parallel.sequence_parallel = false");
   Device dev = wte_->weight().device();
   Tensor x = tp_ ? parallel::vocab_parallel_embedding(idx.to(dev), wte_->weight(), vocab_begin(), *tp_)
                  : wte_->forward(idx.to(dev));  // (B, T, C)
@@ -300,7 +329,8 @@ Tensor GPT::embed(const Tensor& idx, int64_t past) {
   }
   double p = training_ ? config_.dropout : 0.0;
   if (p > 0) x = keyed_dropout(x, p, dropout_key_, 0, dropout_gen_);
-  return x;
+  // Sequence parallelism: this rank's positions; backward all-gathers, so wte / wpe get the whole gradient.
+  return sp_ ? parallel::scatter_to_sequence_region(x, *tp_) : x;
 }
 
 Tensor GPT::blocks(const Tensor& input, int64_t begin, int64_t end, KVCache* cache) {
@@ -327,7 +357,11 @@ Tensor GPT::blocks(const Tensor& input, int64_t begin, int64_t end, KVCache* cac
   return x;
 }
 
-Tensor GPT::head(const Tensor& input, const Tensor& tied) {
+Tensor GPT::head(const Tensor& slice_or_input, const Tensor& tied) {
+  // Sequence parallelism: the slices gathered, the final norm replicated; the vocabulary-parallel head's
+  // copy_to_tp_region sums the gradient of x over the ranks, so the gradient of the gathered x is whole on every
+  // rank and the gather's backward keeps this rank's slice.
+  const Tensor input = sp_ ? parallel::gather_from_sequence_region(slice_or_input, *tp_, false) : slice_or_input;
   Tensor x = config_.is_llama() ? norm_f_->forward(input) : ln_f_->forward(input);
   if (tp_) {  // vocabulary-parallel: (B, T, C) @ (C, Vp/t), the gradient of x summed over the TP group
     const Tensor& w = config_.is_llama() ? lm_head_->weight() : (tied.defined() ? tied : wte_->weight());
@@ -351,8 +385,8 @@ Tensor GPT::loss(const Tensor& logits, const Tensor& targets) const {
   return cross_entropy(flat, targets.reshape(Dims{-1}).to(flat.device()), -100, true, Vp > V ? V : 0);
 }
 
-void GPT::shard_tensor_parallel(parallel::Communicator& tp) {
-  if (tp.size() == 1) return;
+void GPT::shard_tensor_parallel(parallel::Communicator& tp, bool sequence_parallel) {
+  if (tp.size() == 1) return;  // sequence parallelism too: nothing to split
   MODU_CHECK(config_.n_head % tp.size() == 0 && config_.kv_heads() % tp.size() == 0 && config_.ffn() % tp.size() == 0,
              "tensor parallelism: parallel.tp = ", tp.size(), " must divide model.n_head (", config_.n_head,
              "), the key/value heads (", config_.kv_heads(), ") and the MLP width (", config_.ffn(), ")");
@@ -367,8 +401,14 @@ void GPT::shard_tensor_parallel(parallel::Communicator& tp) {
     *p.tensor = tp_shard(*p.tensor, split, tp.size(), tp.rank()).clone().set_requires_grad(true);
   }
   tp_ = &tp;
-  for (auto& b : blocks_) b->tp = &tp;
+  sp_ = sequence_parallel;
+  for (auto& b : blocks_) {
+    b->tp = &tp;
+    b->sp = sequence_parallel;
+  }
 }
+
+int GPT::tp_size() const { return tp_ ? tp_->size() : 1; }
 
 KVCache GPT::make_cache(int64_t batch, int64_t capacity) const {
   MODU_CHECK(tp_ == nullptr, "GPT.make_cache: no KV cache under tensor parallelism; generate with one process");

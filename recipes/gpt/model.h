@@ -13,6 +13,8 @@
 // loss() is the vocabulary-parallel cross-entropy (parallel/tensor_parallel.h); full logits are never formed.
 // Parameter names follow the Hugging Face layouts (wte, h.N.attn.c_attn, ...; embed_tokens,
 // layers.N.self_attn.q_proj, ...) with weights stored (out, in) as nn::Linear does.
+// Under tensor parallelism with sequence parallelism (shard_tensor_parallel), the activations between embed,
+// blocks and head are each rank's slice (B, T/t, C) of the positions; logits are this rank's shard (B, T, Vp/t).
 #pragma once
 
 #include <memory>
@@ -96,10 +98,11 @@ class GPT : public nn::Module {
   // cache->length positions.
   Tensor forward(const Tensor& idx, KVCache* cache = nullptr);
   // The pieces forward() is made of, for pipeline stages (recipes/gpt/pipeline.h):
-  //   embed: idx (B, T) -> x (B, T, C), token (+ learned position from `past`) embedding and dropout;
-  //   blocks: x (B, T, C) -> (B, T, C) through layers [begin, end) (with recompute when configured);
-  //   head: x (B, T, C) -> logits (B, T, Vp), final norm and LM head; gpt2 multiplies by `tied` when given (a
+  //   embed: idx (B, T) -> x (B, T', C), token (+ learned position from `past`) embedding and dropout;
+  //   blocks: x (B, T', C) -> (B, T', C) through layers [begin, end) (with recompute when configured);
+  //   head: x (B, T', C) -> logits (B, T, Vp), final norm and LM head; gpt2 multiplies by `tied` when given (a
   //   copy of wte.weight held by the last stage; under TP its shard) instead of wte.weight.
+  //   T' = local_seq_len(T): T, or this rank's T / t positions under sequence parallelism.
   // Under TP: embed is the vocabulary-parallel lookup, head gives this rank's logits shard (B, T, Vp/t).
   Tensor embed(const Tensor& idx, int64_t past = 0);
   Tensor blocks(const Tensor& x, int64_t begin, int64_t end, KVCache* cache = nullptr);
@@ -114,8 +117,18 @@ class GPT : public nn::Module {
   // reference; copy_to / reduce_from the TP region around them, parallel/tensor_parallel.h). The config's `tp`
   // must make the padded vocabulary divisible by the group (config.tp = tp.size()). A TP group of one rank
   // changes nothing. No KV cache under TP.
-  void shard_tensor_parallel(parallel::Communicator& tp);
+  // `sequence_parallel` (Megatron's): outside the TP regions rank r holds positions [r*T/t, (r+1)*T/t) — embed
+  // returns that slice (B, T/t, C), blocks take and return slices (all-gather along T into the column-parallel
+  // matrices, reduce-scatter along T out of the row-parallel ones), head gathers the slices and computes this
+  // rank's vocabulary shard of the logits for all T positions. T must be divisible by t. The norms' weights and
+  // biases and the row-parallel biases, which then see only this rank's positions, get their gradients summed over
+  // `tp` on the tape, so every replicated parameter's gradient is whole and bit-identical over the TP group, with
+  // or without it.
+  void shard_tensor_parallel(parallel::Communicator& tp, bool sequence_parallel = false);
   parallel::Communicator* tensor_parallel() const { return tp_; }
+  bool sequence_parallel() const { return sp_; }
+  // Positions per rank of the activations between embed, blocks and head: T, or T / t with sequence parallelism.
+  int64_t local_seq_len(int64_t T) const { return sp_ ? T / tp_size() : T; }
   // Under TP: the first global vocabulary row of this rank's shard (0 otherwise).
   int64_t vocab_begin() const;
 
@@ -141,6 +154,8 @@ class GPT : public nn::Module {
   std::unique_ptr<nn::Linear> lm_head_;  // llama only (gpt2 ties to wte)
   Tensor rope_cos_, rope_sin_;            // (block_size, HS/2)
   parallel::Communicator* tp_ = nullptr;  // shard_tensor_parallel
+  bool sp_ = false;                       // shard_tensor_parallel: sequence parallelism
+  int tp_size() const;
 };
 
 }  // namespace modu::gpt

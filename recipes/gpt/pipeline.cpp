@@ -135,7 +135,8 @@ double PipelineStage::forward_backward(const std::vector<data::TokenBatch>& micr
     Slot& s = slots[static_cast<size_t>(a.micro * v_ + a.chunk)];
     const int k = schedule_.virtual_stage(stage_, a.chunk);
     const data::TokenBatch& mb = micro_batches[static_cast<size_t>(a.micro)];
-    const Dims shape{mb.inputs.size(0), mb.inputs.size(1), C};  // x (B, T, C)
+    // x (B, T, C), or this TP rank's slice (B, T/t, C) under sequence parallelism (its peer holds the same slice)
+    const Dims shape{mb.inputs.size(0), model_.local_seq_len(mb.inputs.size(1)), C};
     switch (a.kind) {
       case ActionKind::RecvForward: {
         Tensor buf = Tensor::empty(shape, DType::F32, device);
@@ -205,7 +206,7 @@ double PipelineStage::forward_loss(const Tensor& inputs, const Tensor& targets, 
   nn::AutocastGuard autocast(compute_dtype);
   const int K = p_ * v_;
   const Device device = model_.parameters().front().tensor->device();
-  const Dims shape{inputs.size(0), inputs.size(1), model_.config().n_embd};
+  const Dims shape{inputs.size(0), model_.local_seq_len(inputs.size(1)), model_.config().n_embd};
   double loss = 0;
   // Virtual stages in order; each hands its output to the next one's rank over the PP group.
   for (int k = 0; k < K; ++k) {

@@ -8,8 +8,9 @@
 // owns, updates and checkpoints only its stage's parameters (parameters()), and frees the others once the
 // whole model has been read (release_other_stages(): they become empty tensors).
 //
-// Traffic. Activations x (B, T, C) f32 go k -> k+1 and their gradients back, point to point. Each link
-// (stage s -> s+1 mod p) and direction has its own two-rank communicator, split from the PP group: an MPI
+// Traffic. Activations x (B, T, C) f32 go k -> k+1 and their gradients back, point to point (under tensor
+// parallelism each TP rank to the peer with its TP index; with sequence parallelism x is its slice (B, T/t, C)).
+// Each link (stage s -> s+1 mod p) and direction has its own two-rank communicator, split from the PP group: an MPI
 // communicator runs its operations in issue order on one thread, so a link that only sends (or only
 // receives) on each side delivers messages in the schedule's order (tests/parallel/test_schedule.cpp checks
 // that both sides agree on it) and never waits behind traffic of the other direction.

@@ -34,6 +34,11 @@
 //    model.pad_vocab_to x TP, the padding rows stay exactly zero, and checkpoints store one process's rows
 //    (GptConfig::stored_vocab), loading into any padding (rows copied, the rest zero: weights and AdamW state,
 //    shaped or flat). Not yet: TP on CUDA.
+//  - Sequence parallelism (parallel.sequence_parallel with parallel.tp > 1; GPT::shard_tensor_parallel): each TP
+//    rank holds train.seq_len / tp positions outside the TP regions (refused unless divisible; a no-op at tp = 1);
+//    every parameter's gradient is still whole and bit-identical over the TP group after backward (the
+//    sequence-region parameters' partial gradients are summed over TP on the tape, before DataParallel's hooks),
+//    so DP averaging, ZeRO, the clip norm and checkpoints are unchanged; under PP, stages pass the slices.
 //  - Checkpoints go to OUT_DIR/checkpoints/step_NNNNNNNN/ (checkpoint/ layer: manifest last, then
 //    `latest`); metrics to OUT_DIR/metrics.jsonl, one object per logged step.
 #include <omp.h>
@@ -174,6 +179,7 @@ struct Trainer {
   std::unique_ptr<parallel::Communicator> nccl;
   parallel::Communicator* grad_comm = nullptr;
   int rank = 0, dp_rank = 0, dp_size = 1, zero = 0;
+  bool sequence_parallel = false;  // parallel.sequence_parallel with parallel.tp > 1
   bool chief = true;     // rank 0: prints, writes metrics, commits checkpoints
   std::string save_tag;  // the temp-folder tag every rank of a save shares (rank 0's pid)
   std::unique_ptr<data::TokenLoader> train_loader, val_loader;
@@ -235,6 +241,12 @@ struct Trainer {
     MODU_CHECK(pp_schedule == "1f1b" || pp_schedule == "interleaved", "parallel.schedule = \"", pp_schedule,
                "\": use 1f1b or interleaved");
     MODU_CHECK(seq_len <= mc.block_size, "train.seq_len ", seq_len, " exceeds model.block_size ", mc.block_size);
+    // With parallel.tp = 1 there is nothing to split: the key is accepted and changes nothing.
+    sequence_parallel = cfg.get<bool>("parallel.sequence_parallel") && tp > 1;
+    MODU_CHECK(!sequence_parallel || seq_len % tp == 0, "parallel.sequence_parallel: train.seq_len ", seq_len,
+               " is not divisible by parallel.tp = ", tp,
+               "; each TP rank holds seq_len / tp positions: choose "
+               "train.seq_len a multiple of parallel.tp, or set parallel.sequence_parallel = false");
     seed = static_cast<uint64_t>(cfg.get<int64_t>("train.seed"));
 
     std::string train_spec = cfg.get<std::string>("data.train");
@@ -257,7 +269,7 @@ struct Trainer {
     flops_per_token = model->flops_per_token(seq_len);
     groups = parallel::make_groups(*world, *mesh);
     grad_comm = groups.dp.get();
-    model->shard_tensor_parallel(*groups.tp);  // TP: each block's matrices become this rank's shard
+    model->shard_tensor_parallel(*groups.tp, sequence_parallel);  // TP: each block's matrices become this rank's shard
     if (pp > 1)  // refuses bad layouts (chunks > layers, micro-batches vs schedule) before any work
       pipeline = std::make_unique<gpt::PipelineStage>(
           *model, *groups.pp, cfg.get<std::string>("parallel.schedule"),
@@ -592,8 +604,8 @@ struct Trainer {
               << accum << " x " << micro << (dp_size > 1 ? " on each of " + std::to_string(dp_size) + " DP ranks" : "")
               << ")" << std::endl;
     if (world->size() > 1)
-      std::cout << "layout: " << mesh->describe() << ", ZeRO-" << zero << ", " << opt->num_buckets()
-                << " gradient buckets, " << grad_comm->backend() << "\n"
+      std::cout << "layout: " << mesh->describe() << (sequence_parallel ? ", sequence parallel" : "") << ", ZeRO-"
+                << zero << ", " << opt->num_buckets() << " gradient buckets, " << grad_comm->backend() << "\n"
                 << mesh->draw() << std::flush;
     if (pipeline)
       std::cout << "pipeline: " << cfg.get<std::string>("parallel.schedule") << ", " << pipeline->stages()
@@ -775,6 +787,10 @@ void declare_recipe_schema(Config& c) {
   c.declare<double>("optim.grad_clip", 1.0, "global gradient-norm clip (0 = off)");
   // parallel (the parallel layer)
   c.declare<int64_t>("parallel.tp", 1, "tensor-parallel ranks");
+  c.declare<bool>(
+      "parallel.sequence_parallel", false,
+      "with parallel.tp > 1: norms, dropout and residuals on T/tp positions per TP rank (all-gather / "
+      "reduce-scatter along T instead of all-reduce; train.seq_len divisible by parallel.tp); no-op at tp = 1");
   c.declare<int64_t>("parallel.pp", 1, "pipeline stages");
   c.declare<int64_t>("parallel.zero", 0,
                      "ZeRO stage over data parallelism: 0 replicated AdamW, 1 AdamW state sharded, 2 gradients too");

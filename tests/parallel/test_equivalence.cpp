@@ -8,8 +8,9 @@
 //  - resume at the same layout (stop after 5 steps, resume) bit-identical to the straight run: losses,
 //    weights and optimizer state;
 //  - resume across layouts: a DP2 ZeRO-1 checkpoint continued under DP4 ZeRO-2 and under one process;
-//  - Dropout.*: with model.dropout = 0.1, micro-batching, recomputation, DP, TP, PP and DP x TP x PP draw one
-//    process's masks (gpt::DropoutKey), also for samples that do not start on a Philox block, and across a resume.
+//  - Dropout.*: with model.dropout = 0.1, micro-batching, recomputation, DP, TP (also with sequence parallelism:
+//    each rank's slice of the positions), PP and DP x TP x PP draw one process's masks (gpt::DropoutKey), also
+//    for samples that do not start on a Philox block, and across a resume.
 // Prints the table of differences. Data: a 200 kB slice of a Gutenberg text from Debian's
 // golang-github-pierrec-lz4-dev (scripts/install-deps.sh), MODU_TEST_BOOK to override; a 384-token BPE
 // trained on it by `modu prepare tokenizer`.
@@ -624,6 +625,48 @@ TEST(TensorParallel, ResumeAcrossVocabularyPaddings) {
   }
 }
 
+// Sequence parallelism (parallel.sequence_parallel): TP2, DP2 x TP2 ZeRO-1 and TP2 x PP2 (the stages pass the
+// slices (B, T/2, C)) for gpt, TP2 for llama, against one process, as above.
+TEST(TensorParallel, SequenceParallelMatchesOneProcess) {
+  const char* sp = " --set parallel.sequence_parallel=true";
+  const std::string pp = std::string(sp) + " --set model.n_layer=8 --set train.micro_batch_size=1 --set parallel.pp=2";
+  tensor_parallel_equivalence("gpt", {{"TP2_sp", 2, 2, 0, sp}, {"DP2xTP2_zero1_sp", 4, 2, 1, sp}}, "", "gpt_sp_ref");
+  tensor_parallel_equivalence("gpt", {{"TP2xPP2_1f1b_sp", 4, 2, 0, pp.c_str()}}, " --set model.n_layer=8",
+                              "gpt_sp_ref_l8");
+  tensor_parallel_equivalence("llama", {{"TP2_sp", 2, 2, 0, sp}}, "", "llama_sp_ref");
+  for (const char* run : {"gpt_TP2_sp", "gpt_DP2xTP2_zero1_sp", "gpt_TP2xPP2_1f1b_sp", "llama_TP2_sp"}) {
+    const std::string log = read_text((env().dir / run).string() + ".log");
+    EXPECT_NE(log.find(", sequence parallel, "), std::string::npos) << run << " ran without it:\n" << log;
+  }
+}
+
+// Under TP2 with sequence parallelism: stop after 5 steps and resume, bit-identical to the straight run (losses,
+// weights, optimizer state); the same step-5 checkpoint continued under TP2 without sequence parallelism (the
+// checkpoint holds global tensors either way) matches the straight run within 1e-5.
+TEST(TensorParallel, SequenceParallelResume) {
+  const std::string sp = " --set parallel.sequence_parallel=true";
+  fs::path straight = train_tp("gpt", {"sp_resume_straight", 2, 2, 0, sp.c_str()});
+  fs::path resumed = train_tp("gpt", {"sp_resume_resumed", 2, 2, 0, sp.c_str()}, " --set train.stop_after=5");
+  EXPECT_EQ(losses(resumed).size(), 5u);
+  fs::path without = env().dir / "gpt_sp_resume_without_sp";
+  fs::remove_all(without);
+  fs::copy(resumed, without, fs::copy_options::recursive);
+  resumed = train_tp("gpt", {"sp_resume_resumed", 2, 2, 0, sp.c_str()});
+  EXPECT_NE(read_text(resumed.string() + ".log").find("resumed from"), std::string::npos);
+  EXPECT_EQ(losses(resumed), losses(straight));
+  EXPECT_EQ(tensors(resumed, "model/"), tensors(straight, "model/"));
+  EXPECT_EQ(tensors(resumed, "optim/"), tensors(straight, "optim/"));
+  train_tp("gpt", {"sp_resume_without_sp", 2, 2, 0});
+  EXPECT_NE(read_text(without.string() + ".log").find("resumed from"), std::string::npos);
+  double dl = max_rel_loss_diff(losses(without), losses(straight), 6);
+  double dw = max_abs_diff(tensors(without, "model/"), tensors(straight, "model/"));
+  std::printf("resume TP2+SP step 5 -> TP2 without SP: max rel loss diff (steps 6-10) %.3e, weight diff %.3e\n", dl,
+              dw);
+  EXPECT_EQ(losses(without).size(), 10u);
+  EXPECT_LE(dl, 1e-5);
+  EXPECT_LE(dw, 5e-5);
+}
+
 TEST(TensorParallel, BadLayoutsStopBeforeAnyWork) {
   fs::path out = env().dir / "bad_tp";
   auto refused = [&](const std::string& arch, int np, const std::string& sets, const std::string& message) {
@@ -639,6 +682,11 @@ TEST(TensorParallel, BadLayoutsStopBeforeAnyWork) {
   refused("gpt", 4, " --set parallel.tp=4", "parallel.tp = 4 does not divide model.n_head = 2");  // tiny gpt: 2 heads
   refused("llama", 4, " --set parallel.tp=4", "does not divide the 2 key/value heads");           // 4 heads, 2 kv
   refused("gpt", 3, " --set parallel.tp=2", "the job has 3 ranks, which parallel.tp x parallel.pp = 2 x 1");
+  refused("gpt", 2,
+          std::string(kTpHeads) +
+              " --set parallel.tp=2 --set parallel.sequence_parallel=true"
+              " --set train.seq_len=31",
+          "parallel.sequence_parallel: train.seq_len 31 is not divisible by parallel.tp = 2");
 }
 
 // ---- dropout under every layout (gpt::DropoutKey: masks keyed by the global sample index) ------------------
@@ -693,8 +741,14 @@ TEST(Dropout, EveryLayoutDrawsOneProcessMasks) {
        {"PP2_interleaved_v2", 2, 0,
         " --set parallel.pp=2 --set train.micro_batch_size=1 --set parallel.schedule=interleaved"
         " --set parallel.virtual_stages=2"},
+       {"TP2_sequence_parallel", 2, 0, " --set parallel.tp=2 --set parallel.sequence_parallel=true"},
+       {"TP2xPP2_sp_recompute", 4, 0,
+        " --set parallel.tp=2 --set parallel.sequence_parallel=true --set parallel.pp=2"
+        " --set train.micro_batch_size=1 --set model.recompute=true"},
        {"DP2xTP2xPP2_zero2", 8, 2, " --set parallel.tp=2 --set parallel.pp=2 --set train.micro_batch_size=1"}});
-  dropout_equivalence("llama", "", "", {{"DP2xTP2_zero1", 4, 1, " --set parallel.tp=2"}});
+  dropout_equivalence("llama", "", "",
+                      {{"DP2xTP2_zero1", 4, 1, " --set parallel.tp=2"},
+                       {"TP2_sequence_parallel", 2, 0, " --set parallel.tp=2 --set parallel.sequence_parallel=true"}});
 }
 
 // A sample's plane of T x C = 31 x 30 elements is not a whole number of Philox blocks (4 numbers), so a batch

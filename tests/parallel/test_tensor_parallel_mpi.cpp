@@ -10,7 +10,9 @@
 //    over the TP group (vocabulary-parallel, padded to a multiple of 32 x TP: 128 rows against one process's 96)
 //    against the same model unsharded on each rank: the loss within 1e-6 relative, every sharded gradient equal to
 //    the shard of the full gradient (vocabulary rows: padded with zero rows first), every replicated gradient equal
-//    to the full one (within 1e-5 of its scale) and bit-identical on every TP rank.
+//    to the full one (within 1e-5 of its scale) and bit-identical on every TP rank;
+//  - the sequence-parallel operators against the unsharded computation (values and gradients, f32 and bf16),
+//    and both models again with sequence parallelism (activations (B, T/t, C) outside the TP regions).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -167,9 +169,66 @@ TEST(TensorParallel, VocabParallelCrossEntropyLargeShards) {
   EXPECT_LE(max_abs_diff(ls.grad(), lf.grad().narrow(1, begin, n)), 1e-7);
 }
 
+// x (B, T, C) the same on every rank; rank r's slice is positions [r*T/t, (r+1)*T/t).
+TEST(TensorParallel, SequenceOperators) {
+  Communicator& w = world();
+  const int n = w.size(), r = w.rank();
+  const int64_t B = 2, Tl = 3, T = Tl * n, C = 5;
+  Generator g(11);
+  Tensor x = normal(Dims{B, T, C}, 0, 1, g, DType::F32);   // every rank draws the same
+  Tensor gy = normal(Dims{B, T, C}, 0, 1, g, DType::F32);  // an upstream gradient, the same on every rank
+  auto slice = [&](const Tensor& t) { return t.narrow(1, r * Tl, Tl).contiguous(); };
+  const double s = double(n * (n + 1) / 2);  // sum over ranks of (r+1)
+
+  // scatter: this rank's slice; backward all-gathers (rank q's gradient is (q+1) * its slice of gy).
+  Tensor xs = x.clone().set_requires_grad(true);
+  Tensor y = scatter_to_sequence_region(xs, w);
+  EXPECT_EQ(y.shape(), (Dims{B, Tl, C}));
+  EXPECT_EQ(max_abs_diff(y, slice(x)), 0.0);
+  sum(mul(y, mul_scalar(slice(gy), double(r + 1)))).backward();
+  Tensor want = Tensor::empty(Dims{B, T, C});
+  for (int q = 0; q < n; ++q) want.narrow(1, q * Tl, Tl).copy_(mul_scalar(gy.narrow(1, q * Tl, Tl), double(q + 1)));
+  EXPECT_EQ(max_abs_diff(xs.grad(), want), 0.0);
+
+  // gather: the whole sequence; backward reduce-scatters a partial gradient, or keeps the slice of a whole one.
+  for (bool partial : {true, false}) {
+    Tensor xl = slice(x).set_requires_grad(true);
+    Tensor full = gather_from_sequence_region(xl, w, partial);
+    EXPECT_EQ(full.shape(), (Dims{B, T, C}));
+    EXPECT_EQ(max_abs_diff(full, x), 0.0);
+    sum(mul(full, partial ? mul_scalar(gy, double(r + 1)) : gy)).backward();
+    EXPECT_LE(max_abs_diff(xl.grad(), partial ? mul_scalar(slice(gy), s) : slice(gy)), 1e-5) << partial;
+  }
+
+  // reduce-scatter: rank r's slice of sum_q (q+1) x; backward all-gathers.
+  Tensor xr = x.clone().set_requires_grad(true);
+  Tensor z = reduce_scatter_to_sequence_region(mul_scalar(xr, double(r + 1)), w);
+  EXPECT_EQ(z.shape(), (Dims{B, Tl, C}));
+  EXPECT_LE(max_abs_diff(z, mul_scalar(slice(x), s)), 1e-5);
+  sum(mul(z, slice(gy))).backward();
+  EXPECT_LE(max_abs_diff(xr.grad(), mul_scalar(gy, double(r + 1))), 1e-6);
+  // The communicator's sums: the gathered result is the same bits on every rank.
+  Tensor zg = gather_from_sequence_region(z.detach(), w);
+  Tensor root = zg.clone();
+  w.broadcast(root, 0);
+  EXPECT_EQ(max_abs_diff(zg, root), 0.0);
+
+  // bf16 (autocast's activations): summed in f32, rounded once; small integers are exact.
+  Tensor ib = Tensor::from_vector(std::vector<float>(static_cast<size_t>(B * T * C), 1.0f), Dims{B, T, C})
+                  .to(DType::BF16)
+                  .set_requires_grad(true);
+  Tensor zb = reduce_scatter_to_sequence_region(mul_scalar(ib, double(r + 1)), w);
+  EXPECT_EQ(zb.dtype(), DType::BF16);
+  EXPECT_EQ(max_abs_diff(zb.to(DType::F32), Tensor::full(Dims{B, Tl, C}, s)), 0.0);
+  Tensor gb = gather_from_sequence_region(zb, w);
+  EXPECT_EQ(gb.dtype(), DType::BF16);
+  sum(gb).backward();  // each rank's gradient of the gathered is ones: reduce-scattered n, gathered, times (r+1)
+  EXPECT_EQ(max_abs_diff(ib.grad().to(DType::F32), Tensor::full(Dims{B, T, C}, double(n * (r + 1)))), 0.0);
+}
+
 namespace {
 
-void sharded_model_matches_full(const std::string& arch, int64_t kv_heads) {
+void sharded_model_matches_full(const std::string& arch, int64_t kv_heads, bool sequence_parallel = false) {
   Communicator& w = world();
   gpt::GptConfig c;
   c.arch = arch;
@@ -192,7 +251,8 @@ void sharded_model_matches_full(const std::string& arch, int64_t kv_heads) {
   ASSERT_EQ(ct.padded_vocab(), 128);
   full.init_weights(42);
   tp.init_weights(42);
-  tp.shard_tensor_parallel(w);
+  tp.shard_tensor_parallel(w, sequence_parallel);
+  EXPECT_EQ(tp.sequence_parallel(), sequence_parallel && w.size() > 1);
   Tensor lf = full.loss(full.forward(idx), tgt);
   Tensor logits = tp.forward(idx);
   EXPECT_EQ(logits.shape(), (Dims{2, 16, 128 / w.size()}));  // this rank's vocabulary columns
@@ -229,4 +289,10 @@ void sharded_model_matches_full(const std::string& arch, int64_t kv_heads) {
 TEST(TensorParallel, GptShardedGradientsMatchTheFullModel) { sharded_model_matches_full("gpt2", 0); }
 TEST(TensorParallel, LlamaShardedGradientsMatchTheFullModel) {
   sharded_model_matches_full("llama", world().size() <= 2 ? 2 : 4);
+}
+// Sequence parallelism: T = 16 positions, 8 or 4 per rank outside the TP regions; the norms' and row-parallel
+// biases' gradients (summed over the ranks on the tape) whole and bit-identical over the TP group.
+TEST(TensorParallel, GptSequenceParallelGradientsMatchTheFullModel) { sharded_model_matches_full("gpt2", 0, true); }
+TEST(TensorParallel, LlamaSequenceParallelGradientsMatchTheFullModel) {
+  sharded_model_matches_full("llama", world().size() <= 2 ? 2 : 4, true);
 }
