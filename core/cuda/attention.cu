@@ -18,11 +18,13 @@
 // The math runs on FP32 (or FP64) CUDA cores, not tensor cores: correct and memory-frugal first. bf16/f16
 // inputs are widened to f32 and outputs rounded once, exactly as the CPU backend does. Gradients are
 // written (=). HS <= 256 (per-lane register tiles of HS/32 values).
-// By default bf16/f16 attention takes the tensor-core GEMM path instead (core/cuda/attention_gemm.cu;
-// MODU_CUDA_ATTENTION=auto|gemm|flash chooses).
+// By default bf16/f16 attention takes the tensor-core GEMM path instead (core/cuda/attention_gemm.cu);
+// MODU_CUDA_ATTENTION=tc selects the fused tensor-core kernels (core/cuda/attention_tc.cu) for bf16/f16 with
+// head sizes <= 128. MODU_CUDA_ATTENTION=auto|gemm|flash|tc chooses (attention_path, attention_gemm.h).
 //
 // Rotary: x (B, T, NH, HS) rotated pairwise (i, i + HS/2) by cos/sin (T, HS/2); inverse rotates by -angle.
 #include "core/cuda/attention_gemm.h"
+#include "core/cuda/attention_tc.h"
 #include "core/cuda/common.cuh"
 
 namespace modu::cuda {
@@ -471,7 +473,12 @@ void attention_kernel(const KernelCall& c) {
     return;
   }
   DType dt = q.dtype();
-  if (attention_gemm_preferred(dt)) {
+  const AttentionPath path = attention_path(dt, q.size(3));
+  if (path == AttentionPath::TensorCore && attention_tc_supported(q, c.input(1), c.input(2))) {
+    return attention_forward_tc(compute_operand(q, dt), compute_operand(c.input(1), dt),
+                                compute_operand(c.input(2), dt), o, lse, c.attrs.attention);
+  }
+  if (path != AttentionPath::Flash) {
     return attention_forward_gemm(compute_operand(q, dt), compute_operand(c.input(1), dt),
                                   compute_operand(c.input(2), dt), o, lse, c.attrs.attention);
   }
@@ -491,7 +498,14 @@ void attention_backward_kernel(const KernelCall& c) {
     return;
   }
   if (gq.numel() == 0 && gk.numel() == 0) return;
-  if (attention_gemm_preferred(dt)) {
+  const AttentionPath path = attention_path(dt, c.input(0).size(3));
+  if (path == AttentionPath::TensorCore && attention_tc_supported(c.input(0), c.input(1), c.input(2))) {
+    return attention_backward_tc(compute_operand(c.input(0), dt), compute_operand(c.input(1), dt),
+                                 compute_operand(c.input(2), dt), compute_operand(c.input(3), dt),
+                                 contiguous(c.input(4)), compute_operand(c.input(5), dt), gq, gk, gv,
+                                 c.attrs.attention);
+  }
+  if (path != AttentionPath::Flash) {
     return attention_backward_gemm(compute_operand(c.input(0), dt), compute_operand(c.input(1), dt),
                                    compute_operand(c.input(2), dt), contiguous(c.input(4)),
                                    compute_operand(c.input(5), dt), gq, gk, gv, c.attrs.attention);

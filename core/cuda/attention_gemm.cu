@@ -17,7 +17,8 @@
 // Why this exists beside attention.cu's flash-style kernel: that kernel runs on FP32 CUDA cores and was
 // ~70% of a bf16 GPT-2 step on an H200 (bench/results/2026-11-28-h200.md). This path moves the FLOPs onto
 // tensor cores at the price of O(NH T S) scratch per batch row (12 x 1024 x 1024 x 6 bytes = 72 MB for
-// GPT-2 small) and a few memory passes over it. A fused tensor-core kernel is the next step.
+// GPT-2 small) and a few memory passes over it. The fused tensor-core kernels (attention_tc.cu,
+// MODU_CUDA_ATTENTION=tc) are the next step; they replace this path once they have matched the CPU on a GPU.
 //
 // Invariants: deterministic (cuBLAS default algorithms, fixed row reductions, no atomics); gradients are
 // written (=); nothing here goes through dispatch().
@@ -189,19 +190,30 @@ void dispatch_compute(DType t, const char* name, F&& f) {
 
 }  // namespace
 
-bool attention_gemm_preferred(DType dtype) {
-  static const int mode = [] {
+AttentionPath attention_path(DType dtype, int64_t head_size) {
+  enum Mode { kAuto, kGemm, kFlash, kTc };
+  static const Mode mode = [] {
     const char* env = std::getenv("MODU_CUDA_ATTENTION");
     std::string m = env ? env : "";
-    if (m == "gemm") return 1;
-    if (m == "flash") return 2;
-    MODU_CHECK(m.empty() || m == "auto", "MODU_CUDA_ATTENTION='", m, "': use auto, gemm or flash");
-    return 0;
+    if (m == "gemm") return kGemm;
+    if (m == "flash") return kFlash;
+    if (m == "tc") return kTc;
+    MODU_CHECK(m.empty() || m == "auto", "MODU_CUDA_ATTENTION='", m, "': use auto, gemm, flash or tc");
+    return kAuto;
   }();
-  if (dtype == DType::F64) return false;
-  if (mode == 1) return true;
-  if (mode == 2) return false;
-  return dtype == DType::BF16 || dtype == DType::F16;  // auto: tensor cores for 16-bit inputs
+  const bool half = dtype == DType::BF16 || dtype == DType::F16;
+  switch (mode) {
+    case kFlash:
+      return AttentionPath::Flash;
+    case kGemm:
+      return dtype == DType::F64 ? AttentionPath::Flash : AttentionPath::Gemm;
+    case kTc:
+      if (half && head_size >= 1 && head_size <= 128) return AttentionPath::TensorCore;
+      return half ? AttentionPath::Gemm : AttentionPath::Flash;
+    case kAuto:
+      break;
+  }
+  return half ? AttentionPath::Gemm : AttentionPath::Flash;  // auto: tensor cores for 16-bit inputs
 }
 
 void attention_forward_gemm(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse,

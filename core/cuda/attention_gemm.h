@@ -6,10 +6,21 @@
 
 namespace modu::cuda {
 
-// Whether attention of this input dtype takes the GEMM path.
-// MODU_CUDA_ATTENTION=auto (default: bf16 and f16 on tensor cores, f32 and f64
-// on the flash-style FP32 kernel) | gemm (also f32) | flash (never).
-bool attention_gemm_preferred(DType dtype);
+// The CUDA attention implementations (forward and backward take the same one).
+enum class AttentionPath {
+  Flash,       // attention.cu: the flash-style kernel on FP32 CUDA cores (f32, f64; bf16/f16 widened)
+  Gemm,        // attention_gemm.cu: cuBLAS tensor-core GEMMs with T x S scratch (f32, bf16, f16)
+  TensorCore,  // attention_tc.cu: the fused FlashAttention-2 style mma.sync kernels (bf16, f16; HS <= 128)
+};
+
+// The path attention of this input dtype and head size takes, from MODU_CUDA_ATTENTION (read once):
+//   auto (default)  bf16/f16 on Gemm, f32/f64 on Flash
+//   gemm            f32/bf16/f16 on Gemm, f64 on Flash
+//   flash           everything on Flash
+//   tc              bf16/f16 with head size <= 128 on TensorCore, other bf16/f16 on Gemm, f32/f64 on Flash
+// TensorCore becomes the bf16/f16 default once it has matched the CPU on a GPU (tests/gpu/run.sh).
+// Any other value throws.
+AttentionPath attention_path(DType dtype, int64_t head_size);
 
 // q (B, NH, T, HS), k and v (B, NH, S, HS): one dtype (f32, bf16 or f16),
 // unit-stride last dims. o (B, NH, T, HS) in q's dtype, lse (B, NH, T) f32

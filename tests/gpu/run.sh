@@ -6,11 +6,13 @@
 # $MODU_DEVCARRY_DIR (default /tmp/modu-devcarry) first.
 #   parity.log     backend_parity: registration, Philox/allocator/error checks, every op case CUDA vs CPU
 #                  (f32 and bf16, forward and backward), the per-op CUDA coverage report
-#   parity-attention-paths.log  the attention cases on the other attention path (f32 on GEMM, bf16 on flash)
+#   parity-attention-paths.log  the attention cases on the other attention paths (f32 on GEMM, bf16 on flash,
+#                  bf16 on the fused tensor-core kernels: MODU_CUDA_ATTENTION=tc, core/cuda/attention_tc.cu)
 #   memcheck.log   compute-sanitizer --tool memcheck over backend_parity --no-bf16 --no-error-tests (every
 #                  case, f32 only; the deliberate-error checks excluded since the sanitizer reports them),
 #                  with MODU_CUDA_NO_CACHING=1 so each tensor is its own cudaMalloc (overruns inside a cached
-#                  block would be invisible to memcheck)
+#                  block would be invisible to memcheck); then the attention cases alone under
+#                  MODU_CUDA_ATTENTION=gemm (memcheck) and =tc (memcheck, and racecheck over attention_tiles_*)
 #   bench.log      the benchmark hook: set MODU_GPU_BENCH to a command (run from the repo root with the same
 #                  LD_LIBRARY_PATH and MODU_DEVCARRY_DIR pointing at the unpacked payload, e.g.
 #                  MODU_GPU_BENCH='$MODU_DEVCARRY_DIR/bin/bench_core --json', with bench_core staged by
@@ -110,16 +112,17 @@ parity_rc=$?
 set +o pipefail
 record parity "$(verdict $parity_rc)" $(( $(date +%s) - t0 ))
 
-# ---- attention cases again on the other CUDA attention path (core/cuda/attention_gemm.cu): the default run
-# covered bf16 on the tensor-core GEMM path and f32 on the flash-style kernel; this covers f32 on GEMM and
-# bf16 on flash --------------------------------------------------------------------------------------------------
+# ---- attention cases again on the other CUDA attention paths (core/cuda/attention_gemm.cu, attention_tc.cu): the
+# default run covered bf16 on the tensor-core GEMM path and f32 on the flash-style kernel; this covers f32 on
+# GEMM, bf16 on flash and bf16 on the fused tensor-core kernels (tc; f32 there runs the flash kernel again) ----
 t0=$(date +%s)
 if grep -q "^no CUDA device" "$OUT/parity.log" 2>/dev/null; then
   record attention_paths skipped 0
 else
 set -o pipefail
 ( MODU_CUDA_ATTENTION=gemm timeout --kill-after=10 60 "$BIN" $ALLOW --filter=attention --no-error-tests &&
-  MODU_CUDA_ATTENTION=flash timeout --kill-after=10 60 "$BIN" $ALLOW --filter=attention --no-error-tests ) 2>&1 |
+  MODU_CUDA_ATTENTION=flash timeout --kill-after=10 60 "$BIN" $ALLOW --filter=attention --no-error-tests &&
+  MODU_CUDA_ATTENTION=tc timeout --kill-after=10 60 "$BIN" $ALLOW --filter=attention --no-error-tests ) 2>&1 |
   tee "$OUT/parity-attention-paths.log" | grep -E "^(SUMMARY|cases:|FAIL)"
 attn_rc=$?
 set +o pipefail
@@ -176,13 +179,26 @@ else
     --error-exitcode 86 --leak-check no --print-limit 100 "$BIN" $ALLOW --no-bf16 --no-error-tests >"$OUT/memcheck.log" 2>&1
   mc_rc=$?
   # f32 runs the flash-style attention above; the tensor-core GEMM path (core/cuda/attention_gemm.cu) is
-  # checked here on its own, in f32 and bf16.
+  # checked here on its own, in f32 and bf16, and the fused tensor-core kernels (core/cuda/attention_tc.cu,
+  # bf16 only) with memcheck and racecheck (shared-memory hazards of the cp.async double buffering).
   echo "== attention cases on the GEMM path (MODU_CUDA_ATTENTION=gemm)" >>"$OUT/memcheck.log"
   MODU_CUDA_ATTENTION=gemm MODU_CUDA_NO_CACHING=1 timeout --kill-after=10 "${MEMCHECK_TIMEOUT:-240}" "$SAN" \
     --tool memcheck --error-exitcode 86 --leak-check no --print-limit 100 "$BIN" $ALLOW --filter=attention \
     --no-error-tests >>"$OUT/memcheck.log" 2>&1
   mc2_rc=$?
   (( mc_rc == 0 )) && mc_rc=$mc2_rc
+  echo "== attention cases on the fused tensor-core path (MODU_CUDA_ATTENTION=tc), memcheck" >>"$OUT/memcheck.log"
+  MODU_CUDA_ATTENTION=tc MODU_CUDA_NO_CACHING=1 timeout --kill-after=10 "${MEMCHECK_TIMEOUT:-240}" "$SAN" \
+    --tool memcheck --error-exitcode 86 --leak-check no --print-limit 100 "$BIN" $ALLOW --filter=attention \
+    --no-error-tests >>"$OUT/memcheck.log" 2>&1
+  mc3_rc=$?
+  (( mc_rc == 0 )) && mc_rc=$mc3_rc
+  echo "== attention cases on the fused tensor-core path (MODU_CUDA_ATTENTION=tc), racecheck" >>"$OUT/memcheck.log"
+  MODU_CUDA_ATTENTION=tc timeout --kill-after=10 "${MEMCHECK_TIMEOUT:-240}" "$SAN" --tool racecheck \
+    --error-exitcode 86 --print-limit 100 "$BIN" $ALLOW --filter=attention_tiles --no-error-tests \
+    >>"$OUT/memcheck.log" 2>&1
+  mc4_rc=$?
+  (( mc_rc == 0 )) && mc_rc=$mc4_rc
   tail -n 15 "$OUT/memcheck.log"
   record memcheck "$(verdict $mc_rc)" $(( $(date +%s) - t0 ))
 fi

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -147,6 +148,61 @@ bool run_case(const test::OpCase& c, DType dt, const Options& opt) {
   }
 }
 
+// Attention at shapes that span several tiles of the CUDA kernels (the op_cases ones fit in one): more than
+// one 64-row query block and 64-key tile, partial last tiles, head sizes 32, 48 (zero-padded to 64), 64 and
+// 128, permuted q/k/v views, cached keys (S > T), causal and full. GPU-only: these would slow the CPU suite.
+// The default run covers bf16 on the GEMM path and f32 on the flash kernel; tests/gpu/run.sh repeats
+// --filter=attention under MODU_CUDA_ATTENTION=gemm, flash and tc.
+std::vector<test::OpCase> attention_tile_cases() {
+  using test::rand_tensor;
+  using Inputs = std::vector<Tensor>;
+  auto make = [](std::string name, std::function<Inputs(DType, Generator&)> in,
+                 std::function<Tensor(const Inputs&)> run) {
+    test::OpCase c;
+    c.name = std::move(name);
+    c.covers = {OpId::attention, OpId::attention_backward};
+    c.make_inputs = std::move(in);
+    c.run = std::move(run);
+    c.grad_inputs = {0, 1, 2};
+    c.tol_f32 = 1e-5;
+    c.tol_bf16 = 3e-2;
+    return c;
+  };
+  // (B, L, NH, HS) viewed as (B, NH, L, HS), as the model does.
+  auto bthd = [](int64_t B, int64_t L, int64_t NH, int64_t HS, DType dt, Generator& g) {
+    return rand_tensor(Dims{B, L, NH, HS}, dt, g).permute(Dims{0, 2, 1, 3});
+  };
+  std::vector<test::OpCase> cs;
+  cs.push_back(make(
+      "attention_tiles_causal_hs64",
+      [bthd](DType dt, Generator& g) {
+        return Inputs{bthd(1, 130, 2, 64, dt, g), bthd(1, 130, 2, 64, dt, g), bthd(1, 130, 2, 64, dt, g)};
+      },
+      [](const Inputs& x) { return attention(x[0], x[1], x[2], true); }));
+  cs.push_back(make(
+      "attention_tiles_cached_keys_hs128",
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{1, 2, 70, 128}, dt, g), rand_tensor(Dims{1, 2, 200, 128}, dt, g),
+                      rand_tensor(Dims{1, 2, 200, 128}, dt, g)};
+      },
+      [](const Inputs& x) { return attention(x[0], x[1], x[2], true, 0.3); }));
+  cs.push_back(make(
+      "attention_tiles_full_hs32",
+      [bthd](DType dt, Generator& g) {
+        return Inputs{bthd(2, 65, 1, 32, dt, g), rand_tensor(Dims{2, 1, 97, 32}, dt, g),
+                      rand_tensor(Dims{2, 1, 97, 32}, dt, g)};
+      },
+      [](const Inputs& x) { return attention(x[0], x[1], x[2], false); }));
+  cs.push_back(make(
+      "attention_tiles_causal_hs48",
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{1, 2, 77, 48}, dt, g), rand_tensor(Dims{1, 2, 77, 48}, dt, g),
+                      rand_tensor(Dims{1, 2, 77, 48}, dt, g)};
+      },
+      [](const Inputs& x) { return attention(x[0], x[1], x[2], true); }));
+  return cs;
+}
+
 // Which ops' CUDA kernels the run dispatched.
 bool coverage_report(bool judge) {
   const auto& calls = dispatch_counters().calls[static_cast<int>(DeviceType::CUDA)];
@@ -229,6 +285,12 @@ int main(int argc, char** argv) {
       if (!run_case(c, DType::F32, opt)) ++case_failures;
       if (opt.bf16 && c.dtypes.has(DType::BF16))
         if (!run_case(c, DType::BF16, opt)) ++case_failures;
+    }
+    for (const test::OpCase& c : attention_tile_cases()) {
+      if (!opt.filter.empty() && c.name.find(opt.filter) == std::string::npos) continue;
+      ++cases;
+      if (!run_case(c, DType::F32, opt)) ++case_failures;
+      if (opt.bf16 && !run_case(c, DType::BF16, opt)) ++case_failures;
     }
     std::printf("cases: %d run, %d failed\n", cases, case_failures);
     failures += case_failures;
