@@ -8,7 +8,9 @@
 # The measurement means something only with a core per rank (each stage computes while the others wait): on
 # fewer cores the ranks time-share and waits include other ranks' compute. The wait also counts message
 # time, which the formulas leave out.
-# Model: recipes/gpt-tiny.toml at 8 layers x 128 wide, 32 positions, one sequence per micro-batch.
+# Model: recipes/gpt-tiny.toml at 8 layers x WIDTH (default 128) wide, SEQ (default 32) positions, one sequence per
+# micro-batch. CONFIGS (default: all six below) picks runs as "p schedule v m;...". On 2 cores only p = 2 means
+# something: e.g. WIDTH=384 SEQ=128 CONFIGS="2 1f1b 1 4;2 1f1b 1 8;2 interleaved 2 4;2 interleaved 2 8".
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BUILD="${1:-$REPO/build}"
@@ -20,14 +22,18 @@ trap 'rm -rf "$WORK"' EXIT
 head -c 200000 "$BOOK" > "$WORK/book.txt"
 "$MODU" prepare tokenizer -q --vocab-size 384 --input "$WORK/book.txt" --out "$WORK/tok" >/dev/null
 "$MODU" prepare text -q --input "$WORK/book.txt" --out "$WORK/data" --tokenizer "$WORK/tok" >/dev/null
-SETS=(--set model.vocab_size=384 --set model.n_layer=8 --set model.n_head=4 --set model.n_embd=128
-      --set model.block_size=32 --set train.seq_len=32 --set train.micro_batch_size=1
+WIDTH="${WIDTH:-128}"
+SEQ="${SEQ:-32}"
+SETS=(--set model.vocab_size=384 --set model.n_layer=8 --set model.n_head=4 --set "model.n_embd=$WIDTH"
+      --set "model.block_size=$SEQ" --set "train.seq_len=$SEQ" --set train.micro_batch_size=1
       --set train.steps=6 --set train.log_every=1 --set train.eval_every=0 --set train.sample_every=0
       --set train.checkpoint_every=0 --set train.threads=1 --set "data.train=$WORK/data/train"
       --set "data.val=" --set "data.tokenizer=$WORK/tok")
 echo "cores: $(nproc); ranks per run: p (measurements need p cores)"
 printf '%-5s %-12s %-3s %-4s %-10s %-10s %-8s\n' p schedule v m measured formula ratio
-for cfg in "2 1f1b 1 8" "4 1f1b 1 8" "4 1f1b 1 16" "2 interleaved 2 8" "4 interleaved 2 8" "4 interleaved 2 16"; do
+IFS=';' read -r -a RUNS <<<"${CONFIGS:-2 1f1b 1 8;4 1f1b 1 8;4 1f1b 1 16;2 interleaved 2 8;4 interleaved 2 8;4 interleaved 2 16}"
+echo "model: 8 layers, width $WIDTH, $SEQ positions, one sequence per micro-batch"
+for cfg in "${RUNS[@]}"; do
   read -r p sched v m <<<"$cfg"
   out="$WORK/pp${p}_${sched}_v${v}_m${m}"
   "$REPO/tests/parallel/mpirun.sh" "$p" "$MODU" train "$REPO/recipes/gpt-tiny.toml" "${SETS[@]}" \
