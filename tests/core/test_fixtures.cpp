@@ -429,28 +429,35 @@ const std::map<std::string, Runner>& runners() {
       return Outputs{d};
     };
     // inputs (param, exp_avg, exp_avg_sq, grad_1, ..., grad_steps) -> (param, exp_avg, exp_avg_sq)
-    R["adamw_"] = [](const Inputs& x, const Attrs& a) {
-      Tensor p = x[0].clone(), m = x[1].clone(), v = x[2].clone();
+    // torch.optim.AdamW's hyperparameters, and the bias corrections of update number t (1-based).
+    auto adamw_hyper = [](const Attrs& a) {
       AdamWAttrs w;
       w.lr = a.d("lr");
       w.beta1 = a.d("beta1");
       w.beta2 = a.d("beta2");
       w.eps = a.d("eps");
       w.weight_decay = a.d("weight_decay");
+      return w;
+    };
+    auto at_step = [](AdamWAttrs& w, double t) {
+      w.bias_correction1 = 1 - std::pow(w.beta1, t);
+      w.bias_correction2 = 1 - std::pow(w.beta2, t);
+    };
+    R["adamw_"] = [adamw_hyper, at_step](const Inputs& x, const Attrs& a) {
+      Tensor p = x[0].clone(), m = x[1].clone(), v = x[2].clone();
+      AdamWAttrs w = adamw_hyper(a);
       const int64_t step0 = a.i("step0"), steps = a.i("steps");
       MODU_CHECK(static_cast<int64_t>(x.size()) == 3 + steps, "adamw_ fixture: ", x.size(), " inputs for ", steps,
                  " steps");
       for (int64_t s = 0; s < steps; ++s) {
-        const double t = static_cast<double>(step0 + s + 1);
-        w.bias_correction1 = 1 - std::pow(w.beta1, t);
-        w.bias_correction2 = 1 - std::pow(w.beta2, t);
+        at_step(w, static_cast<double>(step0 + s + 1));
         adamw_(p, x[static_cast<size_t>(3 + s)], m, v, w);
       }
       return Outputs{p, m, v};
     };
 
     // inputs (p_0..p_N-1, then per step g_0..g_N-1) -> (p.., exp_avg.., exp_avg_sq..), zero initial state
-    R["adamw_multi_"] = [](const Inputs& x, const Attrs& a) {
+    R["adamw_multi_"] = [adamw_hyper, at_step](const Inputs& x, const Attrs& a) {
       const int64_t n = a.i("tensors"), steps = a.i("steps");
       MODU_CHECK(static_cast<int64_t>(x.size()) == n * (1 + steps), "adamw_multi_ fixture: ", x.size(), " inputs for ",
                  n, " tensors and ", steps, " steps");
@@ -460,17 +467,10 @@ const std::map<std::string, Runner>& runners() {
         m.push_back(Tensor::zeros(p.back().shape(), p.back().dtype()));
         v.push_back(Tensor::zeros(p.back().shape(), p.back().dtype()));
       }
-      AdamWAttrs w;
-      w.lr = a.d("lr");
-      w.beta1 = a.d("beta1");
-      w.beta2 = a.d("beta2");
-      w.eps = a.d("eps");
-      w.weight_decay = a.d("weight_decay");
+      AdamWAttrs w = adamw_hyper(a);
       w.decayed = a.i("decayed");
       for (int64_t s = 0; s < steps; ++s) {
-        const double t = static_cast<double>(s + 1);
-        w.bias_correction1 = 1 - std::pow(w.beta1, t);
-        w.bias_correction2 = 1 - std::pow(w.beta2, t);
+        at_step(w, static_cast<double>(s + 1));
         std::span<const Tensor> grads(x.data() + n * (1 + s), static_cast<size_t>(n));
         adamw_multi_(p, grads, m, v, w);
       }
