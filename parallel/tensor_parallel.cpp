@@ -91,7 +91,8 @@ Tensor reduce_from_tp_region(const Tensor& x, Communicator& tp) {
 }
 
 // Shapes: ids (B, T), weight (n, C) = rows [begin, begin + n) of the (Vp, C) table, out (B, T, C).
-Tensor vocab_parallel_embedding(const Tensor& ids, const Tensor& weight, int64_t vocab_begin, Communicator& tp) {
+Tensor vocab_parallel_embedding(const Tensor& ids, const Tensor& weight, int64_t vocab_begin, Communicator& tp,
+                                bool sequence_parallel) {
   MODU_CHECK(weight.dim() == 2, "vocab_parallel_embedding: the weight shard must be (rows, C), got ", describe(weight));
   const int64_t n = weight.size(0);
   Tensor local, mask;  // local row of each id (0 where another rank owns it), and 1 / 0 for owned or not: (B, T)
@@ -120,7 +121,7 @@ Tensor vocab_parallel_embedding(const Tensor& ids, const Tensor& weight, int64_t
     if (!g[0].defined()) return std::vector<Tensor>{Tensor()};
     return std::vector<Tensor>{embedding_backward(mul(g[0], mask.to(g[0].dtype())), local, n)};  // (n, C)
   })[0];
-  return reduce_from_tp_region(partial, tp);
+  return sequence_parallel ? reduce_scatter_to_sequence_region(partial, tp) : reduce_from_tp_region(partial, tp);
 }
 
 // Shapes: logits (N, n) = global columns [begin, begin + n) of (N, Vp); targets (N); loss () f32.

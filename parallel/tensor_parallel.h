@@ -28,7 +28,8 @@
 // Vocabulary parallelism (Megatron): an embedding / LM-head matrix of Vp rows (the padded vocabulary) split by
 // rows over the t TP ranks, rank r holding rows [r*Vp/t, (r+1)*Vp/t) (`vocab_begin` = r*Vp/t, n = Vp/t):
 //   vocab_parallel_embedding(ids (B, T) int, weight (n, C)) -> (B, T, C), replicated: each rank looks up the ids
-//     in its rows (others give 0), then reduce_from_tp_region sums them; the gradient reaches the local rows only.
+//     in its rows (others give 0), then reduce_from_tp_region sums them (with sequence parallelism
+//     reduce_scatter_to_sequence_region: this rank's slice of positions); the gradient reaches the local rows only.
 //   vocab_parallel_cross_entropy(logits (N, n), targets (N)) -> scalar: the mean over rows whose target is not
 //     ignore_index of lse(row over the V real classes) - row[target], the row spread over the ranks' shards;
 //     columns of global index >= V are padding (no class, gradient 0). Forward: the row maxima all-reduced (Max),
@@ -57,7 +58,9 @@ namespace modu::parallel {
 Tensor copy_to_tp_region(const Tensor& x, Communicator& tp);
 Tensor reduce_from_tp_region(const Tensor& x, Communicator& tp);
 
-Tensor vocab_parallel_embedding(const Tensor& ids, const Tensor& weight, int64_t vocab_begin, Communicator& tp);
+// sequence_parallel: the partial rows reduce-scattered along T instead (out: this rank's slice (B, T/t, C)).
+Tensor vocab_parallel_embedding(const Tensor& ids, const Tensor& weight, int64_t vocab_begin, Communicator& tp,
+                                bool sequence_parallel = false);
 // valid_classes V: the real vocabulary (global columns >= V are padding); targets in [0, V) or ignore_index.
 Tensor vocab_parallel_cross_entropy(const Tensor& logits, const Tensor& targets, int64_t vocab_begin,
                                     int64_t valid_classes, Communicator& tp, int64_t ignore_index = -100);

@@ -321,16 +321,21 @@ Tensor GPT::embed(const Tensor& idx, int64_t past) {
              " tokens is not divisible by parallel.tp = ", tp_->size(),
              "; set train.seq_len to a multiple of it, or parallel.sequence_parallel = false");
   Device dev = wte_->weight().device();
-  Tensor x = tp_ ? parallel::vocab_parallel_embedding(idx.to(dev), wte_->weight(), vocab_begin(), *tp_)
-                 : wte_->forward(idx.to(dev));  // (B, T, C)
+  // Sequence parallelism: this rank's positions [first, first + Tl) of the T (the lookup's partial rows are
+  // reduce-scattered along T, so x is already the slice; its backward all-gathers the gradient for wte's rows).
+  const int64_t Tl = local_seq_len(T), first = sp_ ? tp_->rank() * Tl : 0;
+  Tensor x = tp_ ? parallel::vocab_parallel_embedding(idx.to(dev), wte_->weight(), vocab_begin(), *tp_, sp_)
+                 : wte_->forward(idx.to(dev));  // (B, Tl, C)
   if (!config_.is_llama()) {
-    Tensor positions = add_scalar(Tensor::arange(T, DType::I64, dev), static_cast<double>(past));
-    x = add(x, wpe_->forward(positions));  // (T, C) broadcast over B
+    Tensor positions = add_scalar(Tensor::arange(Tl, DType::I64, dev), static_cast<double>(past + first));
+    // (Tl, C) broadcast over B. Under sequence parallelism wpe sees this rank's positions only: its gradient is
+    // summed over the TP group on the tape (copy_to_tp_region), whole and the same on every rank.
+    x = add(x,
+            sp_ ? embedding(parallel::copy_to_tp_region(wpe_->weight(), *tp_), positions) : wpe_->forward(positions));
   }
   double p = training_ ? config_.dropout : 0.0;
-  if (p > 0) x = keyed_dropout(x, p, dropout_key_, 0, dropout_gen_);
-  // Sequence parallelism: this rank's positions; backward all-gathers, so wte / wpe get the whole gradient.
-  return sp_ ? parallel::scatter_to_sequence_region(x, *tp_) : x;
+  if (p > 0) x = keyed_dropout(x, p, dropout_key_, 0, dropout_gen_, first, sp_ ? T : 0);
+  return x;
 }
 
 Tensor GPT::blocks(const Tensor& input, int64_t begin, int64_t end, KVCache* cache) {
