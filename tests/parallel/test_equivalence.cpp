@@ -465,8 +465,10 @@ fs::path train_tp(const std::string& arch, const TpLayout& l, const std::string&
 }
 
 // `ref_name`: the one-process run's folder (runs with other model settings need their own).
+// `norm_tol`: the bound on the gradient norm's relative difference (the loss's stays 1e-5).
 void tensor_parallel_equivalence(const std::string& arch, const std::vector<TpLayout>& layouts,
-                                 const std::string& ref_sets = "", const std::string& ref_name = "") {
+                                 const std::string& ref_sets = "", const std::string& ref_name = "",
+                                 double norm_tol = 1e-5) {
   fs::path ref = train(ref_name.empty() ? arch + "_tp_ref" : ref_name, arch, 1, 0, kTpHeads + ref_sets);
   auto ref_loss = losses(ref);
   ASSERT_EQ(ref_loss.size(), 10u) << read_text(ref.string() + ".log");
@@ -483,7 +485,7 @@ void tensor_parallel_equivalence(const std::string& arch, const std::vector<TpLa
     std::printf("%-6s %-16s %-22.3e %-22.3e %-22.3e\n", arch.c_str(), l.name, dl, dw, dn);
     EXPECT_EQ(lo.size(), 10u) << read_text(run.string() + ".log");
     EXPECT_LE(dl, 1e-5) << arch << " " << l.name;
-    EXPECT_LE(dn, 1e-5) << arch << " " << l.name;
+    EXPECT_LE(dn, norm_tol) << arch << " " << l.name;
     EXPECT_LE(dw, 5e-5) << arch << " " << l.name;
     checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(run / "checkpoints");
     EXPECT_EQ(ck.world_size(), l.np);
@@ -534,7 +536,10 @@ TEST(TensorParallel, PipelineLayoutsMatchOneProcess) {
                                {"TP2xPP2_interleaved", 4, 2, 0, interleaved.c_str()},
                                {"DP2xTP2xPP2_1f1b_zero1", 8, 2, 1, pp}},
                               " --set model.n_layer=8", "gpt_tp_ref_l8");
-  tensor_parallel_equivalence("llama", {{"TP2xPP2_1f1b", 4, 2, 0, pp}}, " --set model.n_layer=8", "llama_tp_ref_l8");
+  // The 8-layer Llama's gradient norm differs by up to 7.4e-6 relative at two of the ten steps (the losses by
+  // 3.2e-8; the sums run in other orders under TP x PP); the looser bound leaves room for other CPUs' rounding.
+  tensor_parallel_equivalence("llama", {{"TP2xPP2_1f1b", 4, 2, 0, pp}}, " --set model.n_layer=8", "llama_tp_ref_l8",
+                              5e-5);
 }
 
 // Same-layout resume under DP2 x TP2 ZeRO-2 (the optimizer state gathered to global tensors and sliced back):
