@@ -358,7 +358,11 @@ TEST(Pipeline, GptLayoutsMatchOneProcess) {
 
 TEST(Pipeline, LlamaLayoutsMatchOneProcess) {
   pipeline_equivalence("llama", {{"PP2_1f1b", 2, 2, "1f1b", 1, 0},
+                                 {"PP4_1f1b", 4, 4, "1f1b", 1, 0},
+                                 {"PP2_interleaved_v2", 2, 2, "interleaved", 2, 0},
                                  {"PP4_interleaved_v2", 4, 4, "interleaved", 2, 0},
+                                 {"DP2xPP2_1f1b_zero0", 4, 2, "1f1b", 1, 0},
+                                 {"DP2xPP2_interleaved_zero1", 4, 2, "interleaved", 2, 1},
                                  {"DP2xPP2_1f1b_zero2", 4, 2, "1f1b", 1, 2}});
 }
 
@@ -505,7 +509,8 @@ TEST(TensorParallel, GptLayoutsMatchOneProcess) {
 }
 
 TEST(TensorParallel, LlamaLayoutsMatchOneProcess) {
-  tensor_parallel_equivalence("llama", {{"TP2", 2, 2, 0}, {"DP2xTP2_zero1", 4, 2, 1}, {"DP2xTP2_zero2", 4, 2, 2}});
+  tensor_parallel_equivalence(
+      "llama", {{"TP2", 2, 2, 0}, {"DP2xTP2_zero0", 4, 2, 0}, {"DP2xTP2_zero1", 4, 2, 1}, {"DP2xTP2_zero2", 4, 2, 2}});
 }
 
 // Four key/value heads (no grouping), so that TP4 gives each rank one query and one key/value head.
@@ -534,12 +539,19 @@ TEST(TensorParallel, PipelineLayoutsMatchOneProcess) {
   tensor_parallel_equivalence("gpt",
                               {{"TP2xPP2_1f1b", 4, 2, 0, pp},
                                {"TP2xPP2_interleaved", 4, 2, 0, interleaved.c_str()},
-                               {"DP2xTP2xPP2_1f1b_zero1", 8, 2, 1, pp}},
+                               {"DP2xTP2xPP2_1f1b_zero0", 8, 2, 0, pp},
+                               {"DP2xTP2xPP2_1f1b_zero1", 8, 2, 1, pp},
+                               {"DP2xTP2xPP2_interleaved_zero2", 8, 2, 2, interleaved.c_str()}},
                               " --set model.n_layer=8", "gpt_tp_ref_l8");
   // The 8-layer Llama's gradient norm differs by up to 7.4e-6 relative at two of the ten steps (the losses by
   // 3.2e-8; the sums run in other orders under TP x PP); the looser bound leaves room for other CPUs' rounding.
-  tensor_parallel_equivalence("llama", {{"TP2xPP2_1f1b", 4, 2, 0, pp}}, " --set model.n_layer=8", "llama_tp_ref_l8",
-                              5e-5);
+  tensor_parallel_equivalence("llama",
+                              {{"TP2xPP2_1f1b", 4, 2, 0, pp},
+                               {"TP2xPP2_interleaved", 4, 2, 0, interleaved.c_str()},
+                               {"DP2xTP2xPP2_1f1b_zero0", 8, 2, 0, pp},
+                               {"DP2xTP2xPP2_interleaved_zero1", 8, 2, 1, interleaved.c_str()},
+                               {"DP2xTP2xPP2_1f1b_zero2", 8, 2, 2, pp}},
+                              " --set model.n_layer=8", "llama_tp_ref_l8", 5e-5);
 }
 
 // Same-layout resume under DP2 x TP2 ZeRO-2 (the optimizer state gathered to global tensors and sliced back):
