@@ -3,9 +3,10 @@
 // MPI backend: every operation of a communicator is queued to that communicator's worker thread, which
 // runs them in issue order with blocking MPI calls (MPI_THREAD_MULTIPLE, so the workers of several
 // communicators may be inside MPI at once); point-to-point send / recv wait by MPI_Test with short sleeps
-// (wait_gently) rather than busy-polling, so a rank waiting for its peer leaves the core to compute. all_reduce, reduce_scatter and all_gather are rings over
-// MPI point-to-point written here rather than MPI's own collectives, so that (1) the reduction order is
-// fixed and the result bit-identical on every rank and (2) the bytes sent are known exactly.
+// (wait_gently) rather than busy-polling, so a rank waiting for its peer leaves the core to compute.
+// all_reduce, reduce_scatter and all_gather are rings over MPI point-to-point written here rather than MPI's own
+// collectives, so that (1) the reduction order is fixed and the result bit-identical on every rank and (2) the
+// bytes sent are known exactly.
 //
 // Ring over n ranks, the data cut into n blocks (block b: elements [b*N/n, (b+1)*N/n)):
 //   reduce-scatter, steps s = 0..n-2: rank r sends block (r-s-1) mod n to r+1 and receives block

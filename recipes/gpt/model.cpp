@@ -159,8 +159,8 @@ class Block : public nn::Module {
     return add(x1, m);
   }
 
- parallel::Communicator* tp = nullptr;  // GPT::shard_tensor_parallel
-  bool sp = false;                        // sequence parallelism: x is this rank's slice (B, T/t, C)
+  parallel::Communicator* tp = nullptr;  // GPT::shard_tensor_parallel
+  bool sp = false;                       // sequence parallelism: x is this rank's slice (B, T/t, C)
 
  private:
   int tp_size() const { return tp ? tp->size() : 1; }
