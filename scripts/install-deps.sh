@@ -9,6 +9,8 @@ packages=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   # numerics: OpenBLAS built against OpenMP, so BLAS and modu's kernels share one thread pool
   libopenblas-openmp-dev
+  # f32 GEMM on the CPU (core/cpu/blas.cpp): oneDNN, also on OpenMP
+  libdnnl-dev
   # parallel: Open MPI (collectives on CPU, launcher, NCCL bootstrap)
   openmpi-bin libopenmpi-dev
   # checkpoints, ONNX export

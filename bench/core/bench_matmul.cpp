@@ -1,10 +1,9 @@
-// modu_bench_matmul: f32 GEMM throughput of modu::matmul against cblas_sgemm called directly on the
-// same buffers (same OpenBLAS, same thread count), for square sizes and GPT-shaped products (MLP
-// forward, weight and input gradients with transposed views, batched attention). Prints GFLOP/s
-// (median and spread over interleaved repeats), the modu/OpenBLAS ratio (target >= 0.95), both as a
-// share of the machine's theoretical fp32 peak (from a measured clock) and of the best OpenBLAS
-// figure of this run, and the allocations per modu call (a copied operand would show as a second
-// allocator request). Never asserts on time.
+// modu_bench_matmul: f32 GEMM throughput of modu::matmul (oneDNN by default, core/cpu/blas.cpp) against
+// OpenBLAS's cblas_sgemm called directly on the same buffers (same thread count), for square sizes and GPT-shaped
+// products (MLP forward, weight and input gradients with transposed views, batched attention). Prints GFLOP/s (median
+// and spread over interleaved repeats), the modu/OpenBLAS ratio (target >= 0.95), both as a share of the machine's
+// theoretical fp32 peak (from a measured clock) and of the best OpenBLAS figure of this run, and the allocations per
+// modu call (a copied operand would show as a second allocator request). Never asserts on time.
 //   modu_bench_matmul [--threads N] [--reps R] [--min-time S] [--clock wall|cpu] [--quick]
 //                     [--only NAME[,NAME...]]
 // --clock cpu (the default with --threads 1) times in the calling thread's CPU time, which ignores
@@ -24,6 +23,7 @@
 #include "bench/core/alloc_counter.h"
 #include "bench/core/bench_env.h"
 #include "core/allocator.h"
+#include "core/cpu/blas.h"
 #include "core/ops/ops.h"
 
 using namespace modu;
@@ -247,6 +247,7 @@ int main(int argc, char** argv) {
   std::printf("cpu            : %s (%d logical CPUs online)\n", bench::cpu_model().c_str(), omp_get_num_procs());
   std::printf("compiler       : %s\n", bench::compiler_version().c_str());
   std::printf("openblas       : %s\n", bench::openblas_config().c_str());
+  std::printf("modu f32 gemm  : %s (core/cpu/blas.cpp; MODU_CPU_SGEMM at configure time)\n", cpu::sgemm_library());
   std::printf("threads        : OpenMP %d, OpenBLAS %d (both set by --threads; env OMP_NUM_THREADS=%s)\n",
               omp_get_max_threads(), bench::openblas_threads(),
               std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : "unset");

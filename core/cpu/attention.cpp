@@ -4,31 +4,19 @@
 // Shapes: q (B, NH, T, HS), k and v (B, NH, S, HS). Causal attention aligns queries to the last T key
 // positions: query i sees keys j <= i + (S - T), which also covers decoding with a KV cache (T < S).
 // Per (b, h) head the scores are one GEMM into a per-thread (T, S) buffer; heads run in parallel with
-// single-threaded BLAS. 16-bit inputs are widened to f32. Gradients are written (=).
+// single-threaded GEMMs. 16-bit inputs are widened to f32. Gradients are written (=).
 #include "core/cpu/vector_math.h"  // first: before <cmath>
-#include <cblas.h>
 
 #include <cmath>
 #include <limits>
 
+#include "core/cpu/blas.h"
 #include "core/cpu/kernels.h"
 #include "core/cpu/loops.h"
 
 namespace modu::cpu {
 
 namespace {
-
-template <class T>
-void gemm_rm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-             int64_t ldb, T beta, T* C, int64_t ldc) {
-  auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, TA, TB, (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb,
-                beta, C, (blasint)ldc);
-  else
-    cblas_dgemm(CblasRowMajor, TA, TB, (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb,
-                beta, C, (blasint)ldc);
-}
 
 // A (B, NH, L, HS) operand with unit last stride: pointer of head (b, h) and its row stride.
 struct Heads {
@@ -63,7 +51,7 @@ void attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_i
     T* P = scratch.data + static_cast<int64_t>(thread_slot(slots)) * T_ * S;
     for (int64_t bh = h0; bh < h1; ++bh) {
       int64_t b = bh / NH, h = bh % NH;
-      gemm_rm<T>(false, true, T_, S, D, scale, q.head<T>(b, h), q.ld(), k.head<T>(b, h), k.ld(), T(0), P, S);
+      gemm(false, true, T_, S, D, scale, q.head<T>(b, h), q.ld(), k.head<T>(b, h), k.ld(), T(0), P, S);
       for (int64_t i = 0; i < T_; ++i) {
         T* row = P + i * S;
         int64_t valid = a.causal ? std::min<int64_t>(S, i + shift + 1) : S;
@@ -79,7 +67,7 @@ void attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_i
         for (int64_t j = valid; j < S; ++j) row[j] = 0;
         LSE[bh * T_ + i] = m + std::log(s);
       }
-      gemm_rm<T>(false, false, T_, D, S, T(1), P, S, v.head<T>(b, h), v.ld(), T(0), O + bh * T_ * D, D);
+      gemm(false, false, T_, D, S, T(1), P, S, v.head<T>(b, h), v.ld(), T(0), O + bh * T_ * D, D);
     }
   });
 }
@@ -113,7 +101,7 @@ void attention_backward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_
       const T* Oh = o.head<T>(b, h);
       const T* dO = go.head<T>(b, h);
       // P = softmax(scale Q K^T) rebuilt from the saved log-sum-exp.
-      gemm_rm<T>(false, true, T_, S, D, scale, Q, q.ld(), K, k.ld(), T(0), P, S);
+      gemm(false, true, T_, S, D, scale, Q, q.ld(), K, k.ld(), T(0), P, S);
       for (int64_t i = 0; i < T_; ++i) {
         int64_t valid = a.causal ? std::min<int64_t>(S, i + shift + 1) : S;
         T l = LSE[bh * T_ + i];
@@ -125,15 +113,15 @@ void attention_backward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_
         Drow[i] = d;
       }
       // dV = P^T dO
-      gemm_rm<T>(true, false, S, D, T_, T(1), P, S, dO, go.ld(), T(0), GV + bh * S * D, D);
+      gemm(true, false, S, D, T_, T(1), P, S, dO, go.ld(), T(0), GV + bh * S * D, D);
       // dP = dO V^T, then dS = P * (dP - D) (scale folded into the next products)
-      gemm_rm<T>(false, true, T_, S, D, T(1), dO, go.ld(), V, v.ld(), T(0), dP, S);
+      gemm(false, true, T_, S, D, T(1), dO, go.ld(), V, v.ld(), T(0), dP, S);
       for (int64_t i = 0; i < T_; ++i) {
         T d = Drow[i];
         for (int64_t j = 0; j < S; ++j) dP[i * S + j] = P[i * S + j] * (dP[i * S + j] - d);
       }
-      gemm_rm<T>(false, false, T_, D, S, scale, dP, S, K, k.ld(), T(0), GQ + bh * T_ * D, D);
-      gemm_rm<T>(true, false, S, D, T_, scale, dP, S, Q, q.ld(), T(0), GK + bh * S * D, D);
+      gemm(false, false, T_, D, S, scale, dP, S, K, k.ld(), T(0), GQ + bh * T_ * D, D);
+      gemm(true, false, S, D, T_, scale, dP, S, Q, q.ld(), T(0), GK + bh * S * D, D);
     }
   });
 }

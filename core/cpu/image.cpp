@@ -1,10 +1,10 @@
 // core/cpu/image.cpp — conv2d by im2col + GEMM (forward and backward), nearest upsampling and average
 // pooling with their backward. Layout NCHW; weights (O, C, KH, KW). 16-bit inputs are widened to f32.
 // Outputs and gradients are written (=); gw and gb sum over the batch inside the kernel.
-#include <cblas.h>
 
 #include <vector>
 
+#include "core/cpu/blas.h"
 #include "core/cpu/kernels.h"
 #include "core/cpu/loops.h"
 #include "core/ops/layout.h"
@@ -12,18 +12,6 @@
 namespace modu::cpu {
 
 namespace {
-
-template <class T>
-void gemm_rm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-             int64_t ldb, T beta, T* C, int64_t ldc) {
-  auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, TA, TB, (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb,
-                beta, C, (blasint)ldc);
-  else
-    cblas_dgemm(CblasRowMajor, TA, TB, (blasint)M, (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb,
-                beta, C, (blasint)ldc);
-}
 
 // col (C*KH*KW, OH*OW) from one image (C, H, W); zero where the window hangs over the padding.
 template <class T>
@@ -76,7 +64,7 @@ void conv_forward(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, Te
     T* yn = Y + n * g.O * g.ohw();
     for (int64_t o = 0; o < g.O; ++o) std::fill(yn + o * g.ohw(), yn + (o + 1) * g.ohw(), Bs[o]);
     im2col(X + n * g.C * g.H * g.W, g, col.data);
-    gemm_rm<T>(false, false, g.O, g.ohw(), g.ckk(), T(1), Wt, g.ckk(), col.data, g.ohw(), T(1), yn, g.ohw());
+    gemm(false, false, g.O, g.ohw(), g.ckk(), T(1), Wt, g.ckk(), col.data, g.ohw(), T(1), yn, g.ohw());
   }
 }
 
@@ -98,10 +86,9 @@ void conv_backward(const Tensor& gy_in, const Tensor& x_in, const Tensor& w_in, 
     const T* gyn = GY + n * g.O * g.ohw();
     im2col(X + n * g.C * g.H * g.W, g, col.data);
     // gw (O, CKK) (+)= gy_n (O, OHW) @ col^T
-    gemm_rm<T>(false, true, g.O, g.ckk(), g.ohw(), T(1), gyn, g.ohw(), col.data, g.ohw(), n == 0 ? T(0) : T(1), GW,
-               g.ckk());
+    gemm(false, true, g.O, g.ckk(), g.ohw(), T(1), gyn, g.ohw(), col.data, g.ohw(), n == 0 ? T(0) : T(1), GW, g.ckk());
     // gcol = w^T (CKK, O) @ gy_n, folded back into gx_n
-    gemm_rm<T>(true, false, g.ckk(), g.ohw(), g.O, T(1), Wt, g.ckk(), gyn, g.ohw(), T(0), col.data, g.ohw());
+    gemm(true, false, g.ckk(), g.ohw(), g.O, T(1), Wt, g.ckk(), gyn, g.ohw(), T(0), col.data, g.ohw());
     col2im(col.data, g, GX + n * g.C * g.H * g.W);
     for (int64_t o = 0; o < g.O; ++o) {
       T s = 0;

@@ -1,4 +1,4 @@
-// core/cpu/matmul.cpp — matmul (batched, broadcasting batch dims) and linear on OpenBLAS.
+// core/cpu/matmul.cpp — matmul (batched, broadcasting batch dims) and linear, on core/cpu/blas.h.
 //
 // Invariants: transposed views are passed to BLAS as transposes (no copy); an operand is copied only
 // when neither its rows nor its columns are unit-stride. When the right operand has no batch dims and
@@ -9,6 +9,7 @@
 
 #include <vector>
 
+#include "core/cpu/blas.h"
 #include "core/cpu/kernels.h"
 #include "core/cpu/loops.h"
 #include "core/ops/layout.h"
@@ -18,17 +19,9 @@ namespace modu::cpu {
 namespace {
 
 template <class T>
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
-          T beta, T* C, int64_t ldc) {
-  auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
-  if (M == 0 || N == 0) return;
-  if constexpr (std::is_same_v<T, float>) {
-    cblas_sgemm(CblasRowMajor, TA, TB, static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K),
-                1.0f, A, static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
-  } else {
-    cblas_dgemm(CblasRowMajor, TA, TB, static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K),
-                1.0, A, static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
-  }
+void gemm_ab(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb,
+             T beta, T* C, int64_t ldc) {
+  gemm(ta, tb, M, N, K, T(1), A, lda, B, ldb, beta, C, ldc);
 }
 
 // Matmul on f32 or f64 tensors (any strides, batch dims broadcast); out is contiguous.
@@ -65,7 +58,7 @@ void matmul_typed(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
   const T* B = static_cast<const T*>(b.data_ptr());
   T* C = static_cast<T*>(out.data_ptr());
   if (mb.folds_into_rows) {
-    gemm<T>(false, ob.trans, batch * M, N, K, A, oa.ld, B, ob.ld, T(0), C, N);
+    gemm_ab<T>(false, ob.trans, batch * M, N, K, A, oa.ld, B, ob.ld, T(0), C, N);
     return;
   }
   auto one = [&](int64_t bi) {
@@ -76,7 +69,7 @@ void matmul_typed(const Tensor& a_in, const Tensor& b_in, Tensor& out) {
       offa += i * sa[d];
       offb += i * sb[d];
     }
-    gemm<T>(oa.trans, ob.trans, M, N, K, A + offa, oa.ld, B + offb, ob.ld, T(0), C + bi * M * N, N);
+    gemm_ab<T>(oa.trans, ob.trans, M, N, K, A + offa, oa.ld, B + offb, ob.ld, T(0), C + bi * M * N, N);
   };
   if (batch >= max_threads() && max_threads() > 1 && !omp_in_parallel()) {
     // At least one product per thread: split the batch, BLAS single-threaded inside the parallel region
@@ -121,8 +114,8 @@ void linear_typed(const Tensor& x_in, const Tensor& w_in, const Tensor& b_in, Te
   parallel_for(M, N, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) std::copy(bias, bias + N, C + r * N);
   });
-  gemm<T>(false, !ow.trans, M, N, K, static_cast<const T*>(x.data_ptr()), K, static_cast<const T*>(w.data_ptr()),
-          ow.ld, T(1), C, N);
+  gemm_ab<T>(false, !ow.trans, M, N, K, static_cast<const T*>(x.data_ptr()), K, static_cast<const T*>(w.data_ptr()),
+             ow.ld, T(1), C, N);
 }
 
 void linear_kernel(const KernelCall& c) {

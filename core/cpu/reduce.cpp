@@ -5,8 +5,10 @@
 // "kept dims, then reduced dims" contiguous order (a copy only when the layout differs) and reduced
 // row by row. Accumulation is in acc_t (f32 for 16-bit floats) with SIMD partial sums.
 #include "core/cpu/vector_math.h"  // first: before <cmath>
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "core/cpu/kernels.h"
 #include "core/cpu/loops.h"
@@ -142,35 +144,49 @@ void max_kernel(const KernelCall& c) {
 }
 
 // sum_squares: every input in fixed chunks of kSquaresChunk elements, each chunk's sum in f64, the chunk sums
-// added in order: the result does not depend on the thread count.
+// added in order: the result does not depend on the thread count. The chunks of all inputs are one list,
+// split over the threads in one parallel region (a step's gradients are ~150 tensors, most of them small).
 constexpr int64_t kSquaresChunk = 1 << 16;
 
 void sum_squares_kernel(const KernelCall& c) {
-  int64_t chunks = 0;
-  for (const Tensor* t : c.in) chunks += (t->numel() + kSquaresChunk - 1) / kSquaresChunk;
-  Scratch<double> part(chunks > 0 ? chunks : 1);
-  int64_t first = 0;
-  for (const Tensor* t : c.in) {
-    Tensor x = as_contiguous(*t);
-    int64_t n = x.numel(), nc = (n + kSquaresChunk - 1) / kSquaresChunk;
-    dispatch_floating(x.dtype(), "sum_squares", [&](auto tag_) {
-      using scalar_t = decltype(tag_);
-      const scalar_t* p = static_cast<const scalar_t*>(x.data_ptr());
-      parallel_for(nc, kSquaresChunk, [&](int64_t b, int64_t e) {
-        for (int64_t k = b; k < e; ++k) {
-          int64_t lo = k * kSquaresChunk, hi = std::min(n, lo + kSquaresChunk);
-          double acc = 0;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t i = lo; i < hi; ++i) {
-            double v = static_cast<double>(load(p + i));
-            acc += v * v;
-          }
-          part.data[first + k] = acc;
-        }
-      });
-    });
-    first += nc;
+  const int64_t n_in = static_cast<int64_t>(c.in.size());
+  // Contiguous inputs are read in place; the rare strided one through a copy kept in `copies` (reserved
+  // up front so the pointers stay put; empty, and so no heap allocation, in the usual case).
+  std::vector<Tensor> copies;
+  Scratch<const Tensor*> inputs(n_in > 0 ? n_in : 1);
+  Scratch<int64_t> first_chunk(n_in + 1);
+  bool all_contiguous = true;
+  for (const Tensor* t : c.in) all_contiguous = all_contiguous && t->is_contiguous();
+  if (!all_contiguous) copies.reserve(n_in);
+  first_chunk[0] = 0;
+  for (int64_t i = 0; i < n_in; ++i) {
+    const Tensor* t = c.in[i];
+    if (!t->is_contiguous()) t = &copies.emplace_back(contiguous_copy(*t));
+    inputs[i] = t;
+    first_chunk[i + 1] = first_chunk[i] + (t->numel() + kSquaresChunk - 1) / kSquaresChunk;
   }
+  const int64_t chunks = first_chunk[n_in];
+  Scratch<double> part(chunks > 0 ? chunks : 1);
+  parallel_for(chunks, kSquaresChunk, [&](int64_t b, int64_t e) {
+    // The input holding chunk b (the last whose first chunk is <= b), then walk forward past empty ones.
+    int64_t ti = std::upper_bound(first_chunk.data, first_chunk.data + n_in + 1, b) - first_chunk.data - 1;
+    for (int64_t k = b; k < e; ++k) {
+      while (first_chunk[ti + 1] <= k) ++ti;
+      const Tensor& x = *inputs[ti];
+      int64_t n = x.numel(), lo = (k - first_chunk[ti]) * kSquaresChunk, hi = std::min(n, lo + kSquaresChunk);
+      dispatch_floating(x.dtype(), "sum_squares", [&](auto tag_) {
+        using scalar_t = decltype(tag_);
+        const scalar_t* p = static_cast<const scalar_t*>(x.data_ptr());
+        double acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = lo; i < hi; ++i) {
+          double v = static_cast<double>(load(p + i));
+          acc += v * v;
+        }
+        part.data[k] = acc;
+      });
+    }
+  });
   double total = 0;
   for (int64_t k = 0; k < chunks; ++k) total += part.data[k];
   Tensor& y = c.output(0);
