@@ -35,7 +35,7 @@ torch.set_num_threads(a.threads)
 r = tomllib.load(open(a.recipe, "rb"))
 m, t, o = r["model"], r["train"], r["optim"]
 T, B, steps = t["seq_len"], t["batch_size"], t["steps"]
-micro = t.get("micro_batch_size", B)
+micro = t.get("micro_batch_size", 0) or B  # 0 means the whole batch (one process)
 torch.manual_seed(t.get("seed", 1337))
 model = GPT(V=m["vocab_size"], pad=m.get("pad_vocab_to", 128), L=m["n_layer"], C=m["n_embd"], NH=m["n_head"],
             block=m["block_size"], dropout=m.get("dropout", 0.0))
