@@ -29,8 +29,16 @@ const char* not_differentiable_reason(OpId op) {
     case OpId::mul: case OpId::div: case OpId::pow: case OpId::maximum: case OpId::minimum: case OpId::where:
     case OpId::masked_fill: case OpId::sum: case OpId::mean: case OpId::var: case OpId::max: case OpId::matmul:
     case OpId::linear: case OpId::softmax: case OpId::log_softmax: case OpId::cross_entropy:
-    case OpId::layer_norm: case OpId::rms_norm: case OpId::group_norm: case OpId::embedding:
-    case OpId::index_select: case OpId::index_add: case OpId::gather: case OpId::scatter_add: case OpId::concat:
+    case OpId::layer_norm:
+    case OpId::rms_norm:
+    case OpId::group_norm:
+    case OpId::add_layer_norm:
+    case OpId::embedding:
+    case OpId::index_select:
+    case OpId::index_add:
+    case OpId::gather:
+    case OpId::scatter_add:
+    case OpId::concat:
     case OpId::dropout: case OpId::attention: case OpId::rotary: case OpId::conv2d:
     case OpId::upsample_nearest2d: case OpId::avg_pool2d: case OpId::cast: case OpId::copy: case OpId::to_device:
     case OpId::view: case OpId::permute: case OpId::expand: case OpId::slice: case OpId::split:
@@ -39,8 +47,12 @@ const char* not_differentiable_reason(OpId op) {
     case OpId::gelu_tanh_backward: case OpId::gelu_erf_backward: case OpId::log_sigmoid_backward:
     case OpId::softmax_backward: case OpId::log_softmax_backward: case OpId::cross_entropy_backward:
     case OpId::layer_norm_backward: case OpId::rms_norm_backward: case OpId::group_norm_backward:
-    case OpId::embedding_backward: case OpId::attention_backward: case OpId::conv2d_backward:
-    case OpId::upsample_nearest2d_backward: case OpId::avg_pool2d_backward:
+    case OpId::add_layer_norm_backward:
+    case OpId::embedding_backward:
+    case OpId::attention_backward:
+    case OpId::conv2d_backward:
+    case OpId::upsample_nearest2d_backward:
+    case OpId::avg_pool2d_backward:
       return "a derivative op: second derivatives are not supported";
     case OpId::eq: case OpId::ne: case OpId::lt: case OpId::le: case OpId::gt: case OpId::ge:
       return "a comparison: its output is bool";
@@ -58,7 +70,7 @@ const char* not_differentiable_reason(OpId op) {
 }
 
 SaveSpec save_spec(OpId op) {
-  constexpr uint32_t I0 = 1, I1 = 2, I2 = 4, O0 = 1, O1 = 2, O2 = 4;
+  constexpr uint32_t I0 = 1, I1 = 2, I2 = 4, O0 = 1, O1 = 2, O2 = 4, O3 = 8;
   switch (op) {
     case OpId::exp: case OpId::sqrt: case OpId::rsqrt: case OpId::tanh: case OpId::sigmoid:
     case OpId::softmax: case OpId::log_softmax:
@@ -85,6 +97,8 @@ SaveSpec save_spec(OpId op) {
       return {I0 | I1, O1 | O2};
     case OpId::rms_norm:
       return {I0 | I1, O1};
+    case OpId::add_layer_norm:  // the sum (not x and r), the weight and the statistics
+      return {I2, O0 | O2 | O3};
     case OpId::attention:
       return {I0 | I1 | I2, O0 | O1};
     case OpId::rotary:
@@ -101,6 +115,7 @@ SaveSpec save_spec(OpId op) {
     case OpId::sum_squares:
     case OpId::softmax_backward: case OpId::log_softmax_backward: case OpId::cross_entropy_backward:
     case OpId::layer_norm_backward: case OpId::rms_norm_backward: case OpId::group_norm_backward:
+    case OpId::add_layer_norm_backward:
     case OpId::embedding_backward: case OpId::attention_backward: case OpId::conv2d_backward:
     case OpId::upsample_nearest2d_backward: case OpId::avg_pool2d_backward: case OpId::copy_: case OpId::fill_:
     case OpId::add_: case OpId::mul_scalar_: case OpId::adamw_: case OpId::adamw_multi_: case OpId::full:
@@ -164,7 +179,7 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
   auto out = [&](size_t o) -> const Tensor& { return saved_output(n, o); };
   auto meta = [&](size_t i) -> const InputMeta& { return n.input_meta[i]; };
   // Most rules need output 0's gradient; multi-output ops whose output 0 received none skip.
-  bool need_g0 = n.op != OpId::split;
+  bool need_g0 = n.op != OpId::split && n.op != OpId::add_layer_norm;
   if (need_g0 && !g.defined()) return;
 
   switch (n.op) {
@@ -320,6 +335,18 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
       gi[0] = gx, gi[1] = gw, gi[2] = gb;
       return;
     }
+    case OpId::add_layer_norm: {  // both the sum and y may carry a gradient; a missing one is zero
+      const Tensor &s = out(0), &w = in(2), &m = out(2), &r = out(3);
+      if (!n.grad_out[0].defined() && !n.grad_out[1].defined()) return;
+      NormAttrs na = a.norm;
+      na.r_dtype = meta(1).dtype;
+      const DType y_dtype = na.y_dtype_set ? na.y_dtype : s.dtype();
+      Tensor gs = n.grad_out[0].defined() ? n.grad_out[0] : Tensor::zeros(s.shape(), s.dtype(), s.device());
+      Tensor gy = n.grad_out[1].defined() ? n.grad_out[1] : Tensor::zeros(s.shape(), y_dtype, s.device());
+      auto [gx, gr, gw, gb] = call_op<4>(OpId::add_layer_norm_backward, na, {&gs, &gy, &s, &w, &m, &r});
+      gi[0] = gx, gi[1] = gr, gi[2] = gw, gi[3] = gb;
+      return;
+    }
     case OpId::rms_norm: {
       const Tensor &x = in(0), &w = in(1), &r = out(1);
       auto [gx, gw] = call_op<2>(OpId::rms_norm_backward, a, {&g, &x, &w, &r});
@@ -434,6 +461,7 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
     case OpId::sum_squares:
     case OpId::softmax_backward: case OpId::log_softmax_backward: case OpId::cross_entropy_backward:
     case OpId::layer_norm_backward: case OpId::rms_norm_backward: case OpId::group_norm_backward:
+    case OpId::add_layer_norm_backward:
     case OpId::embedding_backward: case OpId::attention_backward: case OpId::conv2d_backward:
     case OpId::upsample_nearest2d_backward: case OpId::avg_pool2d_backward: case OpId::copy_: case OpId::fill_:
     case OpId::add_: case OpId::mul_scalar_: case OpId::adamw_: case OpId::adamw_multi_: case OpId::full:

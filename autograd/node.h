@@ -58,8 +58,8 @@ class Node final : public GradNodeBase {
   SmallVec<Edge, 4> next;
   SmallVec<InputMeta, 4> input_meta;
   SmallVec<SavedTensor, 4> saved_in;   // indexed by input position; undefined when not saved
-  SmallVec<SavedTensor, 3> saved_out;  // indexed by output position
-  SmallVec<Tensor, 3> grad_out;        // during backward
+  SmallVec<SavedTensor, 4> saved_out;  // indexed by output position (4: add_layer_norm, inline)
+  SmallVec<Tensor, 4> grad_out;        // during backward
   std::unique_ptr<RecomputeState> recompute;
   // A custom function's backward (autograd/function.h): grad_outputs -> one gradient per input.
   std::unique_ptr<std::function<std::vector<Tensor>(const std::vector<Tensor>&)>> function;

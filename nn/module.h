@@ -88,6 +88,9 @@ class LayerNorm : public Module {
  public:
   explicit LayerNorm(int64_t dim, double eps = 1e-5);
   Tensor forward(const Tensor& x) const;
+  const Tensor& weight() const { return *weight_; }
+  const Tensor& bias() const { return *bias_; }
+  double eps() const { return eps_; }
 
  private:
   Tensor* weight_ = nullptr;
@@ -99,6 +102,8 @@ class RMSNorm : public Module {
  public:
   explicit RMSNorm(int64_t dim, double eps = 1e-6);
   Tensor forward(const Tensor& x) const;
+  const Tensor& weight() const { return *weight_; }
+  double eps() const { return eps_; }
 
  private:
   Tensor* weight_ = nullptr;

@@ -8,7 +8,8 @@
 // train.dtype = "bf16" does); --dtype bf16 stores parameters and activations in bf16 (f32 AdamW
 // moments, no f32 master copy).
 // Prints one JSON line per run; bench/gpu/run_gpt2.sh puts it beside PyTorch's figures.
-// --profile 1 adds one step with every op timed alone and prints the per-op table on stderr.
+// --profile 1 (or sync) adds one step with every op timed alone (device synchronised around each), --profile
+// events one timed by CUDA events with nothing waiting (core/ops/dispatch.h); the per-op table goes to stderr.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -30,7 +31,7 @@ int main(int argc, char** argv) {
   std::string dtype = "f32", device = "cuda";
   double peak_tflops = 989.0;
   int64_t layers = 12;
-  bool profile = false;
+  ProfileMode profile = ProfileMode::Off;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--B") B = std::stoll(v);
@@ -41,7 +42,8 @@ int main(int argc, char** argv) {
     else if (k == "--device") device = v;
     else if (k == "--peak-tflops") peak_tflops = std::stod(v);
     else if (k == "--layers") layers = std::stoll(v);
-    else if (k == "--profile") profile = v == "1";
+    else if (k == "--profile")
+      profile = v == "events" ? ProfileMode::Events : (v == "0" ? ProfileMode::Off : ProfileMode::Synchronised);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;
@@ -97,9 +99,9 @@ int main(int argc, char** argv) {
       last_loss = l;
       if (s >= warmup) times.push_back(dt), host_times.push_back(enqueue);
     }
-    if (profile) {  // one more step, every op timed on its own (device synchronised around each)
+    if (profile != ProfileMode::Off) {  // one more step, every op timed (core/ops/dispatch.h: the two modes)
       reset_op_profile();
-      set_op_profiling(true);
+      set_op_profiling(profile);
       model.zero_grad();
       Tensor loss;
       {
@@ -109,8 +111,8 @@ int main(int argc, char** argv) {
       loss.backward();
       opt.step(6e-4, optim::clip_coefficient(optim::grad_norm(params), 1.0));
       loss.item();
-      set_op_profiling(false);
       std::fprintf(stderr, "%s", op_profile_report(40).c_str());
+      set_op_profiling(false);
     }
     std::sort(times.begin(), times.end());
     double med = times[times.size() / 2];

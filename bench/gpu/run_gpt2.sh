@@ -13,10 +13,11 @@ MODES=eager_f32,eager_bf16,compile_bf16
 if [[ "${BF16_ONLY:-0}" == 1 ]]; then
   MODES=eager_bf16,compile_bf16
 else
-  "$BIN" --B "$B" --dtype f32 --profile 1 | tee -a "$OUTJ"
+  "$BIN" --B "$B" --dtype f32 | tee -a "$OUTJ"
 fi
 "$BIN" --B "$B" --dtype bf16 | tee -a "$OUTJ"
-"$BIN" --B "$B" --dtype autocast --profile 1 | tee -a "$OUTJ"
+# The per-op table: CUDA events around each op, nothing waits (core/ops/dispatch.h, ProfileMode::Events).
+"$BIN" --B "$B" --dtype autocast --profile events | tee -a "$OUTJ"
 timeout 170 python3 "$HERE/bench_gpt2_torch.py" --B "$B" --modes "$MODES" | tee -a "$OUTJ"
 python3 - "$OUTJ" <<'PY'
 import json, sys

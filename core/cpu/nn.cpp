@@ -1,6 +1,7 @@
 // core/cpu/nn.cpp — CPU kernels for softmax / log_softmax and their backward, fused cross-entropy
 // (forward saves the row log-sum-exp; backward recomputes softmax from it, never storing probabilities),
-// layer_norm, rms_norm and group_norm with their backward.
+// layer_norm, rms_norm and group_norm with their backward, and add_layer_norm (a residual add fused with the
+// layer norm after it). The norms take an f32 input to a bf16/f16 output (and gradient) for mixed precision.
 //
 // Gradients: gx is written (=). Parameter gradients gw/gb of the norms are written too; the autograd
 // engine accumulates them into .grad. Statistics (mean, rstd, lse) are kept in acc_t (f32 or f64).
@@ -197,98 +198,168 @@ struct ParamGradBuffers {
   }
 };
 
-void layer_norm_kernel(const KernelCall& c) {
-  Tensor x = as_contiguous(c.input(0)), w = as_contiguous(c.input(1));
-  bool rms = c.op == OpId::rms_norm;
-  Tensor b = rms ? Tensor() : as_contiguous(c.input(2));
-  int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
-  double eps = c.attrs.norm.eps;
-  dispatch_floating(x.dtype(), op_name(c.op), [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-    using A = acc_t<scalar_t>;
-    const scalar_t* X = static_cast<const scalar_t*>(x.data_ptr());
-    const scalar_t* W = static_cast<const scalar_t*>(w.data_ptr());
-    const scalar_t* B = rms ? nullptr : static_cast<const scalar_t*>(b.data_ptr());
-    scalar_t* Y = static_cast<scalar_t*>(c.output(0).data_ptr());
-    A* mean_out = rms ? nullptr : static_cast<A*>(c.output(1).data_ptr());
-    A* rstd_out = static_cast<A*>(c.output(rms ? 1 : 2).data_ptr());
-    parallel_for(rows, 4 * C, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* p = X + r * C;
-        scalar_t* q = Y + r * C;
-        A m = 0;
-        if (!rms) {
-#pragma omp simd reduction(+ : m)
-          for (int64_t j = 0; j < C; ++j) m += load(p + j);
-          m /= A(C);
-        }
-        A v = 0;
-#pragma omp simd reduction(+ : v)
-        for (int64_t j = 0; j < C; ++j) {
-          A d = load(p + j) - m;
-          v += d * d;
-        }
-        A rstd = A(1) / std::sqrt(v / A(C) + A(eps));
-        if (mean_out) mean_out[r] = m;
-        rstd_out[r] = rstd;
-        if (rms) {
-          for (int64_t j = 0; j < C; ++j) store(q + j, load(p + j) * rstd * load(W + j));
-        } else {
-          for (int64_t j = 0; j < C; ++j) store(q + j, (load(p + j) - m) * rstd * load(W + j) + load(B + j));
-        }
-      }
-    });
-  });
+// The (x, r, y) storage types of the norms: all one floating type, or x f32 with r and y each f32, bf16 or f16
+// (mixed precision; shape_rules' norm_y_dtype admits the same pairs). f(T{}, R{}, O{}).
+template <class F>
+void dispatch_norm_types(DType x, DType r, DType y, const char* name, F&& f) {
+  if (r == x && y == x) return dispatch_floating(x, name, [&](auto t) { f(t, t, t); });
+  auto half_or_f32 = [](DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; };
+  MODU_CHECK(x == DType::F32 && half_or_f32(r) && half_or_f32(y), name, ": no kernel for input ", dtype_name(x),
+             ", branch ", dtype_name(r), ", output ", dtype_name(y));
+  auto with_y = [&](auto rr) {
+    if (y == DType::F32)
+      f(float{}, rr, float{});
+    else if (y == DType::BF16)
+      f(float{}, rr, bf16{});
+    else
+      f(float{}, rr, f16{});
+  };
+  if (r == DType::F32)
+    with_y(float{});
+  else if (r == DType::BF16)
+    with_y(bf16{});
+  else
+    with_y(f16{});
 }
 
-void layer_norm_backward_kernel(const KernelCall& c) {
-  bool rms = c.op == OpId::rms_norm_backward;
-  Tensor gy = as_contiguous(c.input(0)), x = as_contiguous(c.input(1)), w = as_contiguous(c.input(2));
-  Tensor mean_t = rms ? Tensor() : as_contiguous(c.input(3));
-  Tensor rstd_t = as_contiguous(c.input(rms ? 3 : 4));
+// One row of layer norm (rms: no mean, no bias) of p (C) into q, statistics out.
+template <class T, class O, class A>
+inline void norm_row(const T* p, const T* W, const T* B, O* q, int64_t C, A eps, bool rms, A* mean_out, A* rstd_out) {
+  A m = 0;
+  if (!rms) {
+#pragma omp simd reduction(+ : m)
+    for (int64_t j = 0; j < C; ++j) m += load(p + j);
+    m /= A(C);
+  }
+  A v = 0;
+#pragma omp simd reduction(+ : v)
+  for (int64_t j = 0; j < C; ++j) {
+    A d = load(p + j) - m;
+    v += d * d;
+  }
+  A rstd = A(1) / std::sqrt(v / A(C) + eps);
+  if (mean_out) *mean_out = m;
+  *rstd_out = rstd;
+  if (rms) {
+    for (int64_t j = 0; j < C; ++j) store(q + j, load(p + j) * rstd * load(W + j));
+  } else {
+    for (int64_t j = 0; j < C; ++j) store(q + j, (load(p + j) - m) * rstd * load(W + j) + load(B + j));
+  }
+}
+
+// One row of the norm's backward: emit(j, gx_j) for the input gradient; gw/gb (C) accumulate this row's
+// parameter gradients.
+template <class T, class G, class A, class Emit>
+inline void norm_row_backward(const G* g, const T* p, const T* W, A m, A rstd, int64_t C, bool rms, A* gw, A* gb,
+                              Emit&& emit) {
+  A sum_dyw = 0, sum_dyw_xhat = 0;
+  for (int64_t j = 0; j < C; ++j) {
+    A xhat = (load(p + j) - m) * rstd;
+    A gj = load(g + j);
+    A dyw = gj * load(W + j);
+    sum_dyw += dyw;
+    sum_dyw_xhat += dyw * xhat;
+    gw[j] += gj * xhat;
+    gb[j] += gj;
+  }
+  A mean_dyw = rms ? A(0) : sum_dyw / A(C), mean_dyw_xhat = sum_dyw_xhat / A(C);
+  for (int64_t j = 0; j < C; ++j) {
+    A xhat = (load(p + j) - m) * rstd;
+    A dyw = load(g + j) * load(W + j);
+    emit(j, rstd * (dyw - mean_dyw - xhat * mean_dyw_xhat));
+  }
+}
+
+// layer_norm / rms_norm: y in attrs' y dtype (x's unless set). add_layer_norm: s = x + r first (rounded to x's
+// type, and the norm taken of the rounded s, as the unfused ops would).
+void layer_norm_kernel(const KernelCall& c) {
+  const bool rms = c.op == OpId::rms_norm, fused = c.op == OpId::add_layer_norm;
+  const int wi = fused ? 2 : 1;  // index of the weight
+  Tensor x = as_contiguous(c.input(0)), r = fused ? as_contiguous(c.input(1)) : Tensor();
+  Tensor w = as_contiguous(c.input(wi)), b = rms ? Tensor() : as_contiguous(c.input(wi + 1));
+  Tensor& y = c.output(fused ? 1 : 0);
+  const int stats = fused ? 2 : 1;  // first statistics output
   int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
-  dispatch_floating(x.dtype(), op_name(c.op), [&](auto tag_) {
-    using scalar_t = decltype(tag_);
-    using A = acc_t<scalar_t>;
-    const scalar_t* GY = static_cast<const scalar_t*>(gy.data_ptr());
-    const scalar_t* X = static_cast<const scalar_t*>(x.data_ptr());
-    const scalar_t* W = static_cast<const scalar_t*>(w.data_ptr());
+  double eps = c.attrs.norm.eps;
+  dispatch_norm_types(
+      x.dtype(), fused ? r.dtype() : x.dtype(), y.dtype(), op_name(c.op), [&](auto t_, auto r_, auto o_) {
+        using T = decltype(t_);
+        using R = decltype(r_);
+        using O = decltype(o_);
+        using A = acc_t<T>;
+        const T* X = static_cast<const T*>(x.data_ptr());
+        const R* RB = fused ? static_cast<const R*>(r.data_ptr()) : nullptr;
+        T* S = fused ? static_cast<T*>(c.output(0).data_ptr()) : nullptr;
+        const T* W = static_cast<const T*>(w.data_ptr());
+        const T* B = rms ? nullptr : static_cast<const T*>(b.data_ptr());
+        O* Y = static_cast<O*>(y.data_ptr());
+        A* mean_out = rms ? nullptr : static_cast<A*>(c.output(stats).data_ptr());
+        A* rstd_out = static_cast<A*>(c.output(rms ? stats : stats + 1).data_ptr());
+        parallel_for(rows, (fused ? 6 : 4) * C, [&](int64_t r0, int64_t r1) {
+          for (int64_t i = r0; i < r1; ++i) {
+            const T* p = X + i * C;
+            if (fused) {
+              T* s = S + i * C;
+              for (int64_t j = 0; j < C; ++j) store(s + j, load(p + j) + static_cast<A>(load(RB + i * C + j)));
+              p = s;
+            }
+            norm_row(p, W, B, Y + i * C, C, A(eps), rms, mean_out ? mean_out + i : nullptr, rstd_out + i);
+          }
+        });
+      });
+}
+
+// layer_norm_backward / rms_norm_backward: (gy, x, w, [mean], rstd) -> (gx, gw, [gb]).
+// add_layer_norm_backward: (gs, gy, s, w, mean, rstd) -> (gx = gs + the norm's gradient, gr = the same in r's
+// dtype, gw, gb).
+void layer_norm_backward_kernel(const KernelCall& c) {
+  const bool rms = c.op == OpId::rms_norm_backward, fused = c.op == OpId::add_layer_norm_backward;
+  const int k = fused ? 1 : 0;  // inputs shift by one for the fused op's gs
+  Tensor gs = fused ? as_contiguous(c.input(0)) : Tensor();
+  Tensor gy = as_contiguous(c.input(k)), x = as_contiguous(c.input(k + 1)), w = as_contiguous(c.input(k + 2));
+  Tensor mean_t = rms ? Tensor() : as_contiguous(c.input(k + 3));
+  Tensor rstd_t = as_contiguous(c.input(rms ? k + 3 : k + 4));
+  const int gwi = fused ? 2 : 1;  // output index of gw
+  DType r_dtype = fused ? c.output(1).dtype() : x.dtype();
+  int64_t C = x.size(-1), rows = x.numel() / std::max<int64_t>(C, 1);
+  dispatch_norm_types(x.dtype(), r_dtype, gy.dtype(), op_name(c.op), [&](auto t_, auto r_, auto o_) {
+    using T = decltype(t_);
+    using R = decltype(r_);
+    using G = decltype(o_);
+    using A = acc_t<T>;
+    const G* GY = static_cast<const G*>(gy.data_ptr());
+    const T* GS = fused ? static_cast<const T*>(gs.data_ptr()) : nullptr;
+    const T* X = static_cast<const T*>(x.data_ptr());
+    const T* W = static_cast<const T*>(w.data_ptr());
     const A* MEAN = rms ? nullptr : static_cast<const A*>(mean_t.data_ptr());
     const A* RSTD = static_cast<const A*>(rstd_t.data_ptr());
-    scalar_t* GX = static_cast<scalar_t*>(c.output(0).data_ptr());
+    T* GX = static_cast<T*>(c.output(0).data_ptr());
+    R* GR = fused ? static_cast<R*>(c.output(1).data_ptr()) : nullptr;
     ParamGradBuffers<A> pg(C);
     int nthreads = rows * C * 6 < kGrain ? 1 : pg.threads;
 #pragma omp parallel num_threads(nthreads)
     {
       int tid = omp_get_thread_num(), nt = omp_get_num_threads();
       int64_t r0 = rows * tid / nt, r1 = rows * (tid + 1) / nt;
-      A* gw = pg.w(tid);
-      A* gb = pg.b(tid);
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* g = GY + r * C;
-        const scalar_t* p = X + r * C;
-        A m = rms ? A(0) : MEAN[r], rstd = RSTD[r];
-        A sum_dyw = 0, sum_dyw_xhat = 0;
-        for (int64_t j = 0; j < C; ++j) {
-          A xhat = (load(p + j) - m) * rstd;
-          A gj = load(g + j);
-          A dyw = gj * load(W + j);
-          sum_dyw += dyw;
-          sum_dyw_xhat += dyw * xhat;
-          gw[j] += gj * xhat;
-          gb[j] += gj;
-        }
-        A mean_dyw = rms ? A(0) : sum_dyw / A(C), mean_dyw_xhat = sum_dyw_xhat / A(C);
-        scalar_t* q = GX + r * C;
-        for (int64_t j = 0; j < C; ++j) {
-          A xhat = (load(p + j) - m) * rstd;
-          A dyw = load(g + j) * load(W + j);
-          store(q + j, rstd * (dyw - mean_dyw - xhat * mean_dyw_xhat));
+      for (int64_t i = r0; i < r1; ++i) {
+        T* q = GX + i * C;
+        A m = rms ? A(0) : MEAN[i];
+        norm_row_backward(GY + i * C, X + i * C, W, m, RSTD[i], C, rms, pg.w(tid), pg.b(tid),
+                          [&](int64_t j, A v) { store(q + j, v); });
+        if (fused) {  // gs added to the stored (rounded) norm gradient in a second pass: the values of the separate
+                      // ops (no multiply-add contraction across the two)
+          const T* gsr = GS + i * C;
+          R* gr = GR + i * C;
+          for (int64_t j = 0; j < C; ++j) {
+            A total = load(gsr + j) + load(q + j);
+            store(q + j, total);
+            store(gr + j, total);
+          }
         }
       }
     }
-    pg.reduce_into(static_cast<scalar_t*>(c.output(1).data_ptr()),
-                   rms ? static_cast<scalar_t*>(nullptr) : static_cast<scalar_t*>(c.output(2).data_ptr()));
+    pg.reduce_into(static_cast<T*>(c.output(gwi).data_ptr()),
+                   rms ? static_cast<T*>(nullptr) : static_cast<T*>(c.output(gwi + 1).data_ptr()));
   });
 }
 
@@ -403,8 +474,9 @@ void register_nn_kernels(KernelRegistry& r) {
     r.set(DeviceType::CPU, op, softmax_backward_kernel, kFloatTypes);
   r.set(DeviceType::CPU, OpId::cross_entropy, cross_entropy_kernel, kFloatTypes);
   r.set(DeviceType::CPU, OpId::cross_entropy_backward, cross_entropy_backward_kernel, kFloatTypes);
-  for (OpId op : {OpId::layer_norm, OpId::rms_norm}) r.set(DeviceType::CPU, op, layer_norm_kernel, kFloatTypes);
-  for (OpId op : {OpId::layer_norm_backward, OpId::rms_norm_backward})
+  for (OpId op : {OpId::layer_norm, OpId::rms_norm, OpId::add_layer_norm})
+    r.set(DeviceType::CPU, op, layer_norm_kernel, kFloatTypes);
+  for (OpId op : {OpId::layer_norm_backward, OpId::rms_norm_backward, OpId::add_layer_norm_backward})
     r.set(DeviceType::CPU, op, layer_norm_backward_kernel, kFloatTypes);
   r.set(DeviceType::CPU, OpId::group_norm, group_norm_kernel, kFloatTypes);
   r.set(DeviceType::CPU, OpId::group_norm_backward, group_norm_backward_kernel, kFloatTypes);

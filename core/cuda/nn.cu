@@ -1,5 +1,6 @@
 // core/cuda/nn.cu — CUDA kernels for softmax / log_softmax and their backward, fused cross-entropy, and
-// layer_norm / rms_norm / group_norm with their backward.
+// layer_norm / rms_norm / group_norm with their backward, and add_layer_norm (residual add + layer norm, one
+// pass) with its backward. The norms take an f32 input to a bf16/f16 output (and gradient): mixed precision.
 //
 // Shapes: softmax over `dim` of a contiguous (outer, n, inner) view; cross-entropy logits (N, V), target
 // (N); norms over the last dim C of (rows, C), group_norm over (N, G, Cg * S).
@@ -336,15 +337,47 @@ void cross_entropy_backward_kernel(const KernelCall& c) {
 
 // ---- layer_norm / rms_norm ---------------------------------------------------------------------------------------
 
-template <class T>
-__global__ void layer_norm_kernel(const T* x, const T* w, const T* b, T* y, acc_t<T>* mean_out, acc_t<T>* rstd_out,
-                                  int64_t rows, int64_t C, acc_t<T> eps, bool rms) {
+// The (x, r, y) storage types of the norms: all one floating type, or x f32 with r and y each f32, bf16 or f16
+// (mixed precision; shape_rules' norm_y_dtype admits the same pairs). f(T{}, R{}, O{}).
+template <class F>
+void dispatch_norm_types(DType x, DType r, DType y, const char* name, F&& f) {
+  if (r == x && y == x) return dispatch_floating(x, name, [&](auto t) { f(t, t, t); });
+  auto half_or_f32 = [](DType t) { return t == DType::F32 || t == DType::BF16 || t == DType::F16; };
+  MODU_CHECK(x == DType::F32 && half_or_f32(r) && half_or_f32(y), name, ": no CUDA kernel for input ", dtype_name(x),
+             ", branch ", dtype_name(r), ", output ", dtype_name(y));
+  auto with_y = [&](auto rr) {
+    if (y == DType::F32)
+      f(float{}, rr, float{});
+    else if (y == DType::BF16)
+      f(float{}, rr, bf16_t{});
+    else
+      f(float{}, rr, f16_t{});
+  };
+  if (r == DType::F32)
+    with_y(float{});
+  else if (r == DType::BF16)
+    with_y(bf16_t{});
+  else
+    with_y(f16_t{});
+}
+
+// A warp per row of x (rows, C). With r (add_layer_norm): s = x + r is written first (rounded to T) and the
+// norm is taken of the rounded sum; each lane reads back only the elements it wrote, so no barrier is needed.
+template <class T, class R, class O>
+__global__ void layer_norm_kernel(const T* x, const R* r, T* s, const T* w, const T* b, O* y, acc_t<T>* mean_out,
+                                  acc_t<T>* rstd_out, int64_t rows, int64_t C, acc_t<T> eps, bool rms) {
   using A = acc_t<T>;
   int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   int lane = threadIdx.x & 31;
   if (row >= rows) return;
   const T* p = x + row * C;
-  T* q = y + row * C;
+  O* q = y + row * C;
+  if (r) {
+    T* sum = s + row * C;
+    const R* rr = r + row * C;
+    for (int64_t j = lane; j < C; j += 32) st(sum + j, ld(p + j) + static_cast<A>(ld(rr + j)));
+    p = sum;
+  }
   A m = A(0);
   if (!rms) {
     for (int64_t j = lane; j < C; j += 32) m += ld(p + j);
@@ -368,37 +401,51 @@ __global__ void layer_norm_kernel(const T* x, const T* w, const T* b, T* y, acc_
   }
 }
 
+// layer_norm, rms_norm: (x, w, [b]) -> (y, [mean], rstd); add_layer_norm: (x, r, w, b) -> (s, y, mean, rstd).
 void layer_norm_launch(const KernelCall& c) {
-  bool rms = c.op == OpId::rms_norm;
-  Tensor x = contiguous(c.input(0)), w = contiguous(c.input(1));
-  Tensor b = rms ? Tensor() : contiguous(c.input(2));
+  const bool rms = c.op == OpId::rms_norm, fused = c.op == OpId::add_layer_norm;
+  const int wi = fused ? 2 : 1, yi = fused ? 1 : 0, stats = yi + 1;
+  Tensor x = contiguous(c.input(0)), r = fused ? contiguous(c.input(1)) : Tensor(), w = contiguous(c.input(wi));
+  Tensor b = rms ? Tensor() : contiguous(c.input(wi + 1));
   int64_t C = x.size(-1), rows = C > 0 ? x.numel() / C : 0;
   if (rows == 0) return;
-  dispatch_floating(x.dtype(), op_name(c.op), [&](auto tag) {
-    using T = decltype(tag);
-    using A = acc_t<T>;
-    layer_norm_kernel<T><<<row_blocks(rows), kThreads, 0, cur_stream()>>>(
-        static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()),
-        rms ? nullptr : static_cast<const T*>(b.data_ptr()), static_cast<T*>(c.output(0).data_ptr()),
-        rms ? nullptr : static_cast<A*>(c.output(1).data_ptr()), static_cast<A*>(c.output(rms ? 1 : 2).data_ptr()),
-        rows, C, static_cast<A>(c.attrs.norm.eps), rms);
-    MODU_CUDA_LAUNCH_CHECK(op_name(c.op));
-  });
+  dispatch_norm_types(
+      x.dtype(), fused ? r.dtype() : x.dtype(), c.output(yi).dtype(), op_name(c.op), [&](auto t_, auto r_, auto o_) {
+        using T = decltype(t_);
+        using R = decltype(r_);
+        using O = decltype(o_);
+        using A = acc_t<T>;
+        layer_norm_kernel<T, R, O><<<row_blocks(rows), kThreads, 0, cur_stream()>>>(
+            static_cast<const T*>(x.data_ptr()), fused ? static_cast<const R*>(r.data_ptr()) : nullptr,
+            fused ? static_cast<T*>(c.output(0).data_ptr()) : nullptr, static_cast<const T*>(w.data_ptr()),
+            rms ? nullptr : static_cast<const T*>(b.data_ptr()), static_cast<O*>(c.output(yi).data_ptr()),
+            rms ? nullptr : static_cast<A*>(c.output(stats).data_ptr()),
+            static_cast<A*>(c.output(rms ? stats : stats + 1).data_ptr()), rows, C, static_cast<A>(c.attrs.norm.eps),
+            rms);
+        MODU_CUDA_LAUNCH_CHECK(op_name(c.op));
+      });
 }
 
-template <class T>
-__global__ void layer_norm_bwd_kernel(const T* gy, const T* x, const T* w, const acc_t<T>* mean, const acc_t<T>* rstd_in,
-                                      T* gx, int64_t rows, int64_t C, bool rms) {
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
+
+// A warp per row: gx = the norm's input gradient; with gs (add_layer_norm_backward) gx = gs + that, and gr the
+// same value in R.
+template <class T, class G, class R>
+__global__ void layer_norm_bwd_kernel(const G* gy, const T* x, const T* w, const acc_t<T>* mean,
+                                      const acc_t<T>* rstd_in, const T* gs, T* gx, R* gr, int64_t rows, int64_t C,
+                                      bool rms) {
   using A = acc_t<T>;
   int64_t row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + (threadIdx.x >> 5);
   int lane = threadIdx.x & 31;
   if (row >= rows) return;
-  const T *g = gy + row * C, *p = x + row * C;
+  const G* g = gy + row * C;
+  const T* p = x + row * C;
   A m = rms ? A(0) : mean[row], rstd = rstd_in[row];
   A sum_dyw = A(0), sum_dyw_xhat = A(0);
   for (int64_t j = lane; j < C; j += 32) {
     A xhat = (ld(p + j) - m) * rstd;
-    A dyw = ld(g + j) * ld(w + j);
+    A dyw = static_cast<A>(ld(g + j)) * ld(w + j);
     sum_dyw += dyw;
     sum_dyw_xhat += dyw * xhat;
   }
@@ -408,14 +455,20 @@ __global__ void layer_norm_bwd_kernel(const T* gy, const T* x, const T* w, const
   T* q = gx + row * C;
   for (int64_t j = lane; j < C; j += 32) {
     A xhat = (ld(p + j) - m) * rstd;
-    A dyw = ld(g + j) * ld(w + j);
-    st(q + j, rstd * (dyw - mean_dyw - xhat * mean_dyw_xhat));
+    A dyw = static_cast<A>(ld(g + j)) * ld(w + j);
+    A v = rstd * (dyw - mean_dyw - xhat * mean_dyw_xhat);
+    if (gs) {  // as the separate ops round: the norm's gradient to T, then a plain (never contracted) add of gs
+      const T rounded = from_value<T>(v);
+      v = add_rn(ld(gs + row * C + j), ld(&rounded));
+      st(gr + row * C + j, v);
+    }
+    st(q + j, v);
   }
 }
 
 // Column partial sums of gy * xhat (and gy) over the row chunk blockIdx.y: pw/pb (splits, C).
-template <class T>
-__global__ void norm_param_partial_kernel(const T* gy, const T* x, const acc_t<T>* mean, const acc_t<T>* rstd,
+template <class G, class T>
+__global__ void norm_param_partial_kernel(const G* gy, const T* x, const acc_t<T>* mean, const acc_t<T>* rstd,
                                           int64_t rows, int64_t C, int64_t chunk, acc_t<T>* pw, acc_t<T>* pb) {
   using A = acc_t<T>;
   int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -423,7 +476,7 @@ __global__ void norm_param_partial_kernel(const T* gy, const T* x, const acc_t<T
   int64_t r0 = blockIdx.y * chunk, r1 = r0 + chunk < rows ? r0 + chunk : rows;
   A sw = A(0), sb = A(0);
   for (int64_t r = r0; r < r1; ++r) {
-    A gj = ld(gy + r * C + j);
+    A gj = static_cast<A>(ld(gy + r * C + j));
     A xhat = (ld(x + r * C + j) - (mean ? mean[r] : A(0))) * rstd[r];
     sw += gj * xhat;
     sb += gj;
@@ -447,48 +500,58 @@ __global__ void norm_param_finish_kernel(const acc_t<T>* pw, const acc_t<T>* pb,
   if (gb) st(gb + j, sb);
 }
 
+// layer_norm_backward / rms_norm_backward: (gy, x, w, [mean], rstd) -> (gx, gw, [gb]);
+// add_layer_norm_backward: (gs, gy, s, w, mean, rstd) -> (gx, gr, gw, gb).
 void layer_norm_backward_launch(const KernelCall& c) {
-  bool rms = c.op == OpId::rms_norm_backward;
-  Tensor gy = contiguous(c.input(0)), x = contiguous(c.input(1)), w = contiguous(c.input(2));
-  Tensor mean = rms ? Tensor() : contiguous(c.input(3));
-  Tensor rstd = contiguous(c.input(rms ? 3 : 4));
+  const bool rms = c.op == OpId::rms_norm_backward, fused = c.op == OpId::add_layer_norm_backward;
+  const int k = fused ? 1 : 0, gwi = fused ? 2 : 1;
+  Tensor gs = fused ? contiguous(c.input(0)) : Tensor();
+  Tensor gy = contiguous(c.input(k)), x = contiguous(c.input(k + 1)), w = contiguous(c.input(k + 2));
+  Tensor mean = rms ? Tensor() : contiguous(c.input(k + 3));
+  Tensor rstd = contiguous(c.input(rms ? k + 3 : k + 4));
   int64_t C = x.size(-1), rows = C > 0 ? x.numel() / C : 0;
   int dev = current_device();
   if (C == 0) return;
   if (rows == 0) {
-    fill(c.output(1), 0.0);
-    if (!rms) fill(c.output(2), 0.0);
+    fill(c.output(gwi), 0.0);
+    if (!rms) fill(c.output(gwi + 1), 0.0);
     return;
   }
-  dispatch_floating(x.dtype(), op_name(c.op), [&](auto tag) {
-    using T = decltype(tag);
-    using A = acc_t<T>;
-    const A* MEAN = rms ? nullptr : static_cast<const A*>(mean.data_ptr());
-    const A* RSTD = static_cast<const A*>(rstd.data_ptr());
-    layer_norm_bwd_kernel<T><<<row_blocks(rows), kThreads, 0, cur_stream()>>>(
-        static_cast<const T*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), static_cast<const T*>(w.data_ptr()),
-        MEAN, RSTD, static_cast<T*>(c.output(0).data_ptr()), rows, C, rms);
-    MODU_CUDA_LAUNCH_CHECK(op_name(c.op));
-    // gw, gb: split the rows so that enough blocks run, then add the chunks in order.
-    int64_t col_blocks = (C + kThreads - 1) / kThreads;
-    int64_t target = static_cast<int64_t>(sm_count(dev)) * 4;
-    int64_t splits = std::max<int64_t>(1, std::min<int64_t>((target + col_blocks - 1) / col_blocks, (rows + 31) / 32));
-    splits = std::min<int64_t>(splits, 1024);
-    int64_t chunk = (rows + splits - 1) / splits;
-    DType acc_dt = std::is_same_v<A, double> ? DType::F64 : DType::F32;
-    Tensor pw = Tensor::empty(Dims{splits, C}, acc_dt, Device::cuda(dev));
-    Tensor pb = rms ? Tensor() : Tensor::empty(Dims{splits, C}, acc_dt, Device::cuda(dev));
-    A* PB = rms ? nullptr : static_cast<A*>(pb.data_ptr());
-    norm_param_partial_kernel<T><<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(splits)), kThreads, 0,
-                                   cur_stream()>>>(static_cast<const T*>(gy.data_ptr()),
-                                                   static_cast<const T*>(x.data_ptr()), MEAN, RSTD, rows, C, chunk,
-                                                   static_cast<A*>(pw.data_ptr()), PB);
-    MODU_CUDA_LAUNCH_CHECK("norm parameter gradients");
-    norm_param_finish_kernel<T><<<static_cast<unsigned>(col_blocks), kThreads, 0, cur_stream()>>>(
-        static_cast<const A*>(pw.data_ptr()), PB, splits, C, static_cast<T*>(c.output(1).data_ptr()),
-        rms ? nullptr : static_cast<T*>(c.output(2).data_ptr()));
-    MODU_CUDA_LAUNCH_CHECK("norm parameter gradients (sum)");
-  });
+  dispatch_norm_types(
+      x.dtype(), fused ? c.output(1).dtype() : x.dtype(), gy.dtype(), op_name(c.op), [&](auto t_, auto r_, auto g_) {
+        using T = decltype(t_);
+        using R = decltype(r_);
+        using G = decltype(g_);
+        using A = acc_t<T>;
+        const A* MEAN = rms ? nullptr : static_cast<const A*>(mean.data_ptr());
+        const A* RSTD = static_cast<const A*>(rstd.data_ptr());
+        layer_norm_bwd_kernel<T, G, R><<<row_blocks(rows), kThreads, 0, cur_stream()>>>(
+            static_cast<const G*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()),
+            static_cast<const T*>(w.data_ptr()), MEAN, RSTD, fused ? static_cast<const T*>(gs.data_ptr()) : nullptr,
+            static_cast<T*>(c.output(0).data_ptr()), fused ? static_cast<R*>(c.output(1).data_ptr()) : nullptr, rows, C,
+            rms);
+        MODU_CUDA_LAUNCH_CHECK(op_name(c.op));
+        // gw, gb: split the rows so that enough blocks run, then add the chunks in order.
+        int64_t col_blocks = (C + kThreads - 1) / kThreads;
+        int64_t target = static_cast<int64_t>(sm_count(dev)) * 4;
+        int64_t splits =
+            std::max<int64_t>(1, std::min<int64_t>((target + col_blocks - 1) / col_blocks, (rows + 31) / 32));
+        splits = std::min<int64_t>(splits, 1024);
+        int64_t chunk = (rows + splits - 1) / splits;
+        DType acc_dt = std::is_same_v<A, double> ? DType::F64 : DType::F32;
+        Tensor pw = Tensor::empty(Dims{splits, C}, acc_dt, Device::cuda(dev));
+        Tensor pb = rms ? Tensor() : Tensor::empty(Dims{splits, C}, acc_dt, Device::cuda(dev));
+        A* PB = rms ? nullptr : static_cast<A*>(pb.data_ptr());
+        norm_param_partial_kernel<G, T>
+            <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(splits)), kThreads, 0, cur_stream()>>>(
+                static_cast<const G*>(gy.data_ptr()), static_cast<const T*>(x.data_ptr()), MEAN, RSTD, rows, C, chunk,
+                static_cast<A*>(pw.data_ptr()), PB);
+        MODU_CUDA_LAUNCH_CHECK("norm parameter gradients");
+        norm_param_finish_kernel<T><<<static_cast<unsigned>(col_blocks), kThreads, 0, cur_stream()>>>(
+            static_cast<const A*>(pw.data_ptr()), PB, splits, C, static_cast<T*>(c.output(gwi).data_ptr()),
+            rms ? nullptr : static_cast<T*>(c.output(gwi + 1).data_ptr()));
+        MODU_CUDA_LAUNCH_CHECK("norm parameter gradients (sum)");
+      });
 }
 
 // ---- group_norm ----------------------------------------------------------------------------------------------------
@@ -619,8 +682,9 @@ void register_nn_kernels(KernelRegistry& r) {
     r.set(cuda, op, guarded<softmax_backward_kernel>, kFloatTypes);
   r.set(cuda, OpId::cross_entropy, guarded<cross_entropy_kernel>, kFloatTypes);
   r.set(cuda, OpId::cross_entropy_backward, guarded<cross_entropy_backward_kernel>, kFloatTypes);
-  for (OpId op : {OpId::layer_norm, OpId::rms_norm}) r.set(cuda, op, guarded<layer_norm_launch>, kFloatTypes);
-  for (OpId op : {OpId::layer_norm_backward, OpId::rms_norm_backward})
+  for (OpId op : {OpId::layer_norm, OpId::rms_norm, OpId::add_layer_norm})
+    r.set(cuda, op, guarded<layer_norm_launch>, kFloatTypes);
+  for (OpId op : {OpId::layer_norm_backward, OpId::rms_norm_backward, OpId::add_layer_norm_backward})
     r.set(cuda, op, guarded<layer_norm_backward_launch>, kFloatTypes);
   r.set(cuda, OpId::group_norm, guarded<group_norm_launch>, kFloatTypes);
   r.set(cuda, OpId::group_norm_backward, guarded<group_norm_backward_launch>, kFloatTypes);

@@ -434,6 +434,41 @@ void record_stream(const Tensor& t, cudaStream_t s) {
   cuda_allocator(t.device().index)->record_stream(t.storage()->data(), s);
 }
 
+// ---- op profiler marks (events mode) -------------------------------------------------------------------
+// A pool of timing events per device; a mark is an index into it, valid until release.
+namespace {
+struct MarkPool {
+  std::vector<cudaEvent_t> events;
+  size_t used = 0;
+};
+MarkPool& mark_pool(int index) {
+  static std::unordered_map<int, MarkPool>* pools = new std::unordered_map<int, MarkPool>();
+  return (*pools)[index];
+}
+int64_t profile_mark(int index) {
+  MarkPool& p = mark_pool(index);
+  DeviceGuard g(index);
+  if (p.used == p.events.size()) {
+    cudaEvent_t e;
+    MODU_CUDA_CHECK(cudaEventCreate(&e));
+    p.events.push_back(e);
+  }
+  MODU_CUDA_CHECK(cudaEventRecord(p.events[p.used], stream(index)));
+  return static_cast<int64_t>(p.used++);
+}
+double profile_elapsed(int index, int64_t start, int64_t end) {
+  MarkPool& p = mark_pool(index);
+  MODU_CHECK(start >= 0 && end >= start && static_cast<size_t>(end) < p.used, "op profiler: marks ", start, ", ", end,
+             " are not live on cuda:", index);
+  DeviceGuard g(index);
+  MODU_CUDA_CHECK(cudaEventSynchronize(p.events[static_cast<size_t>(end)]));
+  float ms = 0;
+  MODU_CUDA_CHECK(cudaEventElapsedTime(&ms, p.events[static_cast<size_t>(start)], p.events[static_cast<size_t>(end)]));
+  return static_cast<double>(ms) * 1e-3;
+}
+void profile_release(int index) { mark_pool(index).used = 0; }
+}  // namespace
+
 // ---- registration ---------------------------------------------------------------------------------------
 
 int call_device(const KernelCall& c) {
@@ -450,6 +485,7 @@ void register_cuda_kernels(KernelRegistry& r) {
   // No CUDA runtime call here: a CUDA build must start on machines without a GPU.
   register_allocator(DeviceType::CUDA, cuda::allocator_factory);
   r.set_synchronize(DeviceType::CUDA, [](int index) { cuda::synchronize(index); });
+  r.set_timer(DeviceType::CUDA, {cuda::profile_mark, cuda::profile_elapsed, cuda::profile_release});
   cuda::register_elementwise_kernels(r);
   cuda::register_copy_kernels(r);
   cuda::register_reduce_kernels(r);

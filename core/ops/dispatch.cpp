@@ -21,10 +21,20 @@ constexpr OpInfo kOpInfo[] = {
 static_assert(sizeof(kOpInfo) / sizeof(kOpInfo[0]) == kNumOps);
 
 RecordFn g_recorder = nullptr;
-bool g_profiling = [] {
+ProfileMode g_profile_mode = [] {
   const char* env = std::getenv("MODU_PROFILE");
-  return env && *env && std::string(env) != "0";
+  if (!env || !*env || std::string(env) == "0") return ProfileMode::Off;
+  return std::string(env) == "events" ? ProfileMode::Events : ProfileMode::Synchronised;
 }();
+// Events mode: the marks of ops whose device time has not been read yet.
+struct PendingMark {
+  int device_type, device_index, op;
+  int64_t start, end;
+};
+std::vector<PendingMark>& pending_marks() {
+  static auto* v = new std::vector<PendingMark>();
+  return *v;
+}
 thread_local bool t_grad_mode = true;
 thread_local InputObserver t_observer = nullptr;
 thread_local void* t_observer_ctx = nullptr;
@@ -91,13 +101,52 @@ DispatchCounters& dispatch_counters() {
 
 void set_tape_recorder(RecordFn fn) { g_recorder = fn; }
 
-void set_op_profiling(bool on) { g_profiling = on; }
-bool op_profiling() { return g_profiling; }
+void set_op_profiling(bool on) { set_op_profiling(on ? ProfileMode::Synchronised : ProfileMode::Off); }
+void set_op_profiling(ProfileMode mode) {
+  if (g_profile_mode == ProfileMode::Events && mode != ProfileMode::Events) resolve_op_profile();
+  g_profile_mode = mode;
+}
+bool op_profiling() { return g_profile_mode != ProfileMode::Off; }
+ProfileMode op_profiling_mode() { return g_profile_mode; }
 OpProfile& op_profile() {
   static OpProfile* p = new OpProfile();
   return *p;
 }
-void reset_op_profile() { op_profile() = OpProfile(); }
+
+void resolve_op_profile() {
+  std::vector<PendingMark>& marks = pending_marks();
+  if (marks.empty()) return;
+  const KernelRegistry& reg = KernelRegistry::instance();
+  OpProfile& p = op_profile();
+  // Per (device type, index): the first start and last end mark, for the span.
+  struct Span {
+    int type, index;
+    int64_t first, last;
+  };
+  std::vector<Span> spans;
+  for (const PendingMark& m : marks) {
+    const KernelRegistry::TimerFns& t = reg.timer(static_cast<DeviceType>(m.device_type));
+    p.seconds[m.device_type][m.op] += t.elapsed(m.device_index, m.start, m.end);
+    ++p.calls[m.device_type][m.op];
+    auto it = std::find_if(spans.begin(), spans.end(),
+                           [&](const Span& s) { return s.type == m.device_type && s.index == m.device_index; });
+    if (it == spans.end())
+      spans.push_back({m.device_type, m.device_index, m.start, m.end});
+    else
+      it->last = m.end;
+  }
+  for (const Span& s : spans) {
+    const KernelRegistry::TimerFns& t = reg.timer(static_cast<DeviceType>(s.type));
+    p.span_seconds[s.type] += t.elapsed(s.index, s.first, s.last);
+    t.release(s.index);
+  }
+  marks.clear();
+}
+
+void reset_op_profile() {
+  resolve_op_profile();
+  op_profile() = OpProfile();
+}
 
 std::string op_profile_report(int max_rows) {
   struct Row {
@@ -107,6 +156,7 @@ std::string op_profile_report(int max_rows) {
   };
   std::vector<Row> rows;
   double total = 0;
+  resolve_op_profile();
   const OpProfile& p = op_profile();
   for (int d = 0; d < kNumDeviceTypes; ++d)
     for (int o = 0; o < kNumOps; ++o)
@@ -115,7 +165,9 @@ std::string op_profile_report(int max_rows) {
         total += p.seconds[d][o];
       }
   std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) { return a.s > b.s; });
-  std::string out = "op profile (device synchronised around each op)\n";
+  std::string out = g_profile_mode == ProfileMode::Events
+                        ? "op profile (accelerator ops: device time between events around each op, nothing waits)\n"
+                        : "op profile (device synchronised around each op)\n";
   char line[160];
   std::snprintf(line, sizeof line, "%-28s %-5s %10s %12s %10s %7s\n", "op", "dev", "calls", "total ms", "us/call", "share");
   out += line;
@@ -128,6 +180,12 @@ std::string op_profile_report(int max_rows) {
   }
   std::snprintf(line, sizeof line, "%-28s %-5s %10s %12.3f\n", "total", "", "", total * 1e3);
   out += line;
+  for (int d = 0; d < kNumDeviceTypes; ++d)
+    if (p.span_seconds[d] > 0) {
+      std::snprintf(line, sizeof line, "%-28s %-5s %10s %12.3f\n", "device span (first to last op)",
+                    d == 0 ? "cpu" : "cuda", "", p.span_seconds[d] * 1e3);
+      out += line;
+    }
   return out;
 }
 bool grad_mode_enabled() { return t_grad_mode; }
@@ -147,10 +205,22 @@ void sync_for_profile(Device device) {
 void dispatch(OpId op, const OpAttrs& attrs, std::span<const Tensor* const> in, std::span<Tensor> out) {
   const OpInfo& info = op_info(op);
   std::chrono::steady_clock::time_point profile_start;
+  // The device an op's time is charged to: a copy to an accelerator runs on (and is timed on) the accelerator.
   Device profile_device = in.empty() ? attrs.factory.device : in[0]->device();
-  if (g_profiling) [[unlikely]] {
-    sync_for_profile(profile_device);
-    profile_start = std::chrono::steady_clock::now();
+  if (op == OpId::to_device && attrs.device.device.type != DeviceType::CPU) profile_device = attrs.device.device;
+  const KernelRegistry::TimerFns* timer = nullptr;
+  int64_t start_mark = -1;
+  if (g_profile_mode != ProfileMode::Off) [[unlikely]] {
+    if (g_profile_mode == ProfileMode::Events) {
+      const KernelRegistry::TimerFns& t = KernelRegistry::instance().timer(profile_device.type);
+      if (t.mark) timer = &t;
+    }
+    if (timer) {
+      start_mark = timer->mark(profile_device.index);
+    } else {
+      if (g_profile_mode == ProfileMode::Synchronised) sync_for_profile(profile_device);
+      profile_start = std::chrono::steady_clock::now();
+    }
   }
   MODU_CHECK(info.n_in < 0 || static_cast<int>(in.size()) == info.n_in, op_name(op), ": expected ",
              int(info.n_in), " inputs, got ", in.size());
@@ -207,13 +277,21 @@ void dispatch(OpId op, const OpAttrs& attrs, std::span<const Tensor* const> in, 
     }
   }
   ++dispatch_counters().calls[static_cast<int>(device.type)][static_cast<int>(op)];
-  if (g_profiling) [[unlikely]] {
-    sync_for_profile(profile_device);
-    if (op == OpId::to_device) sync_for_profile(attrs.device.device);
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - profile_start).count();
-    OpProfile& p = op_profile();
-    p.seconds[static_cast<int>(device.type)][static_cast<int>(op)] += s;
-    ++p.calls[static_cast<int>(device.type)][static_cast<int>(op)];
+  if (g_profile_mode != ProfileMode::Off) [[unlikely]] {
+    const int type = static_cast<int>(profile_device.type);
+    if (timer) {
+      pending_marks().push_back(
+          {type, profile_device.index, static_cast<int>(op), start_mark, timer->mark(profile_device.index)});
+    } else {
+      if (g_profile_mode == ProfileMode::Synchronised) {
+        sync_for_profile(profile_device);
+        if (op == OpId::to_device) sync_for_profile(device);
+      }
+      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - profile_start).count();
+      OpProfile& p = op_profile();
+      p.seconds[type][static_cast<int>(op)] += s;
+      ++p.calls[type][static_cast<int>(op)];
+    }
   }
 
   if (t_grad_mode && g_recorder && info.kind != OpKind::Factory && info.kind != OpKind::InPlace) {

@@ -44,6 +44,16 @@ class KernelRegistry {
   using SyncFn = void (*)(int device_index);
   void set_synchronize(DeviceType device, SyncFn fn) { sync_[static_cast<int>(device)] = fn; }
   SyncFn synchronize_fn(DeviceType device) const { return sync_[static_cast<int>(device)]; }
+  // Device-side timing for the op profiler's event mode (accelerators): mark() records a point in the
+  // device's queue and returns its token; elapsed() waits for the later mark and returns the seconds between
+  // two marks; release() returns every token of the device to the backend's pool.
+  struct TimerFns {
+    int64_t (*mark)(int device_index) = nullptr;
+    double (*elapsed)(int device_index, int64_t start, int64_t end) = nullptr;
+    void (*release)(int device_index) = nullptr;
+  };
+  void set_timer(DeviceType device, TimerFns fns) { timers_[static_cast<int>(device)] = fns; }
+  const TimerFns& timer(DeviceType device) const { return timers_[static_cast<int>(device)]; }
   const KernelEntry& get(DeviceType device, OpId op) const {
     return table_[static_cast<int>(device)][static_cast<int>(op)];
   }
@@ -57,6 +67,7 @@ class KernelRegistry {
   KernelRegistry();
   std::array<std::array<KernelEntry, kNumOps>, kNumDeviceTypes> table_{};
   std::array<SyncFn, kNumDeviceTypes> sync_{};
+  std::array<TimerFns, kNumDeviceTypes> timers_{};
 };
 
 // Backends register their kernels from these (called once, by KernelRegistry's constructor).
@@ -108,15 +119,28 @@ struct DispatchCounters {
 };
 DispatchCounters& dispatch_counters();
 
-// The op profiler: when on, every op is timed (the device synchronised before and after, so times are
-// the op's own, at the cost of the overlap) and summed per op and device. Off by default; MODU_PROFILE=1
-// in the environment turns it on at start. op_profile_report() is a table, slowest first.
+// The op profiler, two modes (off by default; MODU_PROFILE=1 or =events in the environment turns one on at
+// start):
+//  - Synchronised: the device is synchronised before and after every op and the wall time between taken, so
+//    an op's time is its own (launch cost included), at the cost of all overlap; the sum exceeds the step.
+//  - Events: an accelerator op is bracketed by two marks in the device's queue (CUDA events), nothing waits,
+//    and the time between the marks is read when the report is made. The step runs as it would unprofiled;
+//    an op's figure is its device time plus any idle gap the device had before its kernels (none while the
+//    host is ahead). CPU ops are timed on the wall clock in both modes.
+// Times are summed per op and device; op_profile_report() is a table, slowest first.
+enum class ProfileMode { Off, Synchronised, Events };
 struct OpProfile {
   std::array<std::array<double, kNumOps>, kNumDeviceTypes> seconds{};
   std::array<std::array<int64_t, kNumOps>, kNumDeviceTypes> calls{};
+  // Events mode: the device time from the first op's start mark to the last op's end mark, per device type.
+  std::array<double, kNumDeviceTypes> span_seconds{};
 };
-void set_op_profiling(bool on);
+void set_op_profiling(bool on);  // on: Synchronised
+void set_op_profiling(ProfileMode mode);
 bool op_profiling();
+ProfileMode op_profiling_mode();
+// Events mode: reads the pending marks (waits for the device) into op_profile(). The report calls it.
+void resolve_op_profile();
 OpProfile& op_profile();
 void reset_op_profile();
 std::string op_profile_report(int max_rows = 30);

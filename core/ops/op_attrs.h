@@ -26,7 +26,7 @@ constexpr int kNumOps = 0
 #include "core/ops/op_table.def"
 #undef MODU_OP
     ;
-static_assert(kNumOps == 97,
+static_assert(kNumOps == 99,
               "op_table.def changed: update this count together with the kernels, "
               "derivatives.cpp and tests/core/op_cases.cpp");
 
@@ -61,6 +61,12 @@ struct CrossEntropyAttrs {
 struct NormAttrs {
   double eps = 1e-5;
   int64_t groups = 1;  // group_norm only
+  // layer_norm, rms_norm, add_layer_norm: y (and so gy) in this dtype instead of x's, when set (mixed
+  // precision: an f32 residual stream normalised straight into the bf16 input of the next product). Only
+  // y_dtype == x's dtype, or x f32 with y bf16/f16.
+  bool y_dtype_set = false;
+  DType y_dtype = DType::F32;
+  DType r_dtype = DType::F32;  // add_layer_norm_backward: the dtype of gr (that of the forward's r)
 };
 struct DropoutAttrs {
   double p = 0;

@@ -175,15 +175,25 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
   return call_op<2>(OpId::cross_entropy, a, {&logits, &target})[0];
 }
 
-Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
+namespace {
+NormAttrs norm_attrs(double eps, std::optional<DType> y_dtype) {
   NormAttrs a;
   a.eps = eps;
-  return call_op<3>(OpId::layer_norm, a, {&x, &w, &b})[0];
+  a.y_dtype_set = y_dtype.has_value();
+  if (y_dtype) a.y_dtype = *y_dtype;
+  return a;
 }
-Tensor rms_norm(const Tensor& x, const Tensor& w, double eps) {
-  NormAttrs a;
-  a.eps = eps;
-  return call_op<2>(OpId::rms_norm, a, {&x, &w})[0];
+}  // namespace
+Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps, std::optional<DType> y_dtype) {
+  return call_op<3>(OpId::layer_norm, norm_attrs(eps, y_dtype), {&x, &w, &b})[0];
+}
+Tensor rms_norm(const Tensor& x, const Tensor& w, double eps, std::optional<DType> y_dtype) {
+  return call_op<2>(OpId::rms_norm, norm_attrs(eps, y_dtype), {&x, &w})[0];
+}
+AddNorm add_layer_norm(const Tensor& x, const Tensor& r, const Tensor& w, const Tensor& b, double eps,
+                       std::optional<DType> y_dtype) {
+  auto o = call_op<4>(OpId::add_layer_norm, norm_attrs(eps, y_dtype), {&x, &r, &w, &b});
+  return {o[0], o[1]};
 }
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& w, const Tensor& b, double eps) {
   NormAttrs a;

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <initializer_list>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -102,8 +103,18 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, int64_t ignore_
                      int64_t valid_classes = 0);
 
 // ---- normalisation --------------------------------------------------------------------------------
-Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps = 1e-5);
-Tensor rms_norm(const Tensor& x, const Tensor& w, double eps = 1e-6);
+// y_dtype: the output's dtype when it differs from x's (x f32, y bf16/f16: mixed precision); nullopt = x's.
+Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, double eps = 1e-5,
+                  std::optional<DType> y_dtype = std::nullopt);
+Tensor rms_norm(const Tensor& x, const Tensor& w, double eps = 1e-6, std::optional<DType> y_dtype = std::nullopt);
+// A residual add and the layer norm after it, one op: sum = x + r (x's dtype; r may be another floating dtype,
+// e.g. a bf16 branch added to an f32 stream), y = layer_norm(sum, w, b) in y_dtype (nullopt: x's). The same
+// values as add(x, r.to(x.dtype())) and layer_norm of it, then .to(y_dtype).
+struct AddNorm {
+  Tensor sum, y;
+};
+AddNorm add_layer_norm(const Tensor& x, const Tensor& r, const Tensor& w, const Tensor& b, double eps = 1e-5,
+                       std::optional<DType> y_dtype = std::nullopt);
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& w, const Tensor& b, double eps = 1e-5);
 
 // ---- indexing -------------------------------------------------------------------------------------

@@ -217,26 +217,52 @@ void infer_outputs(OpId op, const OpAttrs& attrs, std::span<const Tensor* const>
     }
 
     // ---- normalisation ----
-    case OpId::layer_norm: case OpId::rms_norm: {
+    case OpId::layer_norm:
+    case OpId::rms_norm:
+    case OpId::add_layer_norm: {
+      const bool fused = op == OpId::add_layer_norm;
       const Tensor& x = *in[0];
       require_floating(op, x, "input");
       MODU_CHECK(x.dim() >= 1, op_name(op), ": input needs at least 1 dim");
-      Dims c{x.size(-1)};
-      for (size_t i = 1; i < in.size(); ++i) {
-        require_same_dtype(op, x, *in[i]);
-        require_shape(op, *in[i], c, i == 1 ? "weight" : "bias");
+      if (fused) {
+        require_floating(op, *in[1], "residual branch");
+        MODU_CHECK(in[1]->shape() == x.shape(), op_name(op), ": the residual branch ", describe(*in[1]),
+                   " must have the shape of the input ", describe(x));
       }
+      Dims c{x.size(-1)};
+      for (size_t i = fused ? 2 : 1; i < in.size(); ++i) {
+        require_same_dtype(op, x, *in[i]);
+        require_shape(op, *in[i], c, i == (fused ? 2u : 1u) ? "weight" : "bias");
+      }
+      const DType y_dtype = norm_y_dtype(op, attrs.norm, x.dtype());
       Dims rows(x.shape().span().first(x.dim() - 1));
-      same_as(0, x);
-      for (size_t o = 1; o < out.size(); ++o) out[o] = {rows, accumulate_dtype(x.dtype())};
+      size_t o = 0;
+      if (fused) same_as(o++, x);  // s = x + r
+      out[o++] = {x.shape(), y_dtype};
+      for (; o < out.size(); ++o) out[o] = {rows, accumulate_dtype(x.dtype())};
       return;
     }
     case OpId::layer_norm_backward: case OpId::rms_norm_backward: {
       const Tensor &gy = *in[0], &x = *in[1], &w = *in[2];
       MODU_CHECK(gy.shape() == x.shape(), op_name(op), ": gradient and input shapes differ: ", shapes_of(in));
+      MODU_CHECK(gy.dtype() == norm_y_dtype(op, attrs.norm, x.dtype()), op_name(op), ": the gradient ", describe(gy),
+                 " is not in the forward output's dtype");
       same_as(0, x);
       same_as(1, w);
       if (op == OpId::layer_norm_backward) same_as(2, w);
+      return;
+    }
+    case OpId::add_layer_norm_backward: {  // (gs, gy, s, w, mean, rstd) -> (gx, gr, gw, gb)
+      const Tensor &gs = *in[0], &gy = *in[1], &s = *in[2], &w = *in[3];
+      MODU_CHECK(gs.shape() == s.shape() && gy.shape() == s.shape() && gs.dtype() == s.dtype() &&
+                     gy.dtype() == norm_y_dtype(op, attrs.norm, s.dtype()),
+                 op_name(op), ": gradients ", describe(gs), ", ", describe(gy), " do not match the sum ", describe(s),
+                 " and the output dtype");
+      MODU_CHECK(is_floating(attrs.norm.r_dtype), op_name(op), ": the residual branch's dtype must be floating");
+      same_as(0, s);
+      out[1] = {s.shape(), attrs.norm.r_dtype};
+      same_as(2, w);
+      same_as(3, w);
       return;
     }
     case OpId::group_norm: {
@@ -581,6 +607,14 @@ void check_inplace_args(OpId op, const OpAttrs& attrs, std::span<const Tensor* c
     default:
       MODU_FAIL("check_inplace_args called for ", op_name(op));
   }
+}
+
+DType norm_y_dtype(OpId op, const NormAttrs& attrs, DType x) {
+  if (!attrs.y_dtype_set || attrs.y_dtype == x) return x;
+  MODU_CHECK(x == DType::F32 && (attrs.y_dtype == DType::BF16 || attrs.y_dtype == DType::F16), op_name(op),
+             ": an output in ", dtype_name(attrs.y_dtype), " from an input in ", dtype_name(x),
+             " is not supported; mixed precision normalises an f32 input into bf16 or f16");
+  return attrs.y_dtype;
 }
 
 }  // namespace modu

@@ -31,4 +31,9 @@ bool view_strides(const Dims& shape, const Dims& strides, const Dims& new_shape,
 // The dtype in which a floating tensor of dtype t accumulates (f64 for f64, else f32).
 inline DType accumulate_dtype(DType t) { return t == DType::F64 ? DType::F64 : DType::F32; }
 
+// The dtype of a norm's output y, and so of its gradient gy (layer_norm, rms_norm, add_layer_norm and their
+// backward): attrs.y_dtype when set, else x's. Refuses the pairs the kernels do not have (only y in x's dtype,
+// or x f32 with y bf16/f16).
+DType norm_y_dtype(OpId op, const NormAttrs& attrs, DType x);
+
 }  // namespace modu

@@ -2,7 +2,12 @@
 // parallelism the split blocks and the vocabulary-parallel embedding, head and loss (see model.h).
 #include "recipes/gpt/model.h"
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <tuple>
 
 #include "autograd/recompute.h"
 #include "core/ops/dispatch.h"
@@ -84,6 +89,22 @@ Tensor keyed_dropout(const Tensor& x, double p, const DropoutKey& key, int64_t s
 }
 }  // namespace
 
+namespace {
+std::atomic<bool> g_norm_fusion{[] {
+  const char* e = std::getenv("MODU_NORM_FUSION");
+  return !(e && std::string(e) == "0");
+}()};
+bool fused_norms() { return g_norm_fusion.load(std::memory_order_relaxed); }
+
+std::optional<DType> norm_output_dtype(const Tensor& x, bool allowed) {
+  if (!allowed || !fused_norms() || !nn::autocast_enabled() || x.dtype() != DType::F32) return std::nullopt;
+  return nn::autocast_dtype();
+}
+}  // namespace
+
+void set_norm_fusion(bool on) { g_norm_fusion.store(on); }
+bool norm_fusion() { return fused_norms(); }
+
 namespace detail {
 // A named group of sub-modules (gives parameters their dotted names).
 struct Group : nn::Module {
@@ -142,17 +163,24 @@ class Block : public nn::Module {
     const int64_t site = 1 + 2 * static_cast<int64_t>(layer);  // attention branch; the MLP's is site + 1
     double p = training ? c_.dropout : 0.0;
     Tensor h = to_tp(c_.is_llama() ? norm(*in_norm, x) : norm(*ln_1, x));
-    Tensor a = attention_part(h, cache, layer, rope_cos, rope_sin).to(x.dtype());  // residual stays f32
+    Tensor a = attention_part(h, cache, layer, rope_cos, rope_sin);  // the residual stream x stays f32
     // Sequence parallelism: x holds positions [r*T', (r+1)*T') of T = t*T'.
     const int64_t seq_offset = sp ? tp->rank() * x.size(1) : 0, seq_total = sp ? tp_size() * x.size(1) : 0;
-    if (p > 0) a = keyed_dropout(a, p, drop, site, drop_gen, seq_offset, seq_total);
-    Tensor x1 = add(x, a);
-    Tensor m;
+    if (p > 0) a = keyed_dropout(a.to(x.dtype()), p, drop, site, drop_gen, seq_offset, seq_total);
+    Tensor x1, m;
     if (c_.is_llama()) {
+      x1 = add(x, a.to(x.dtype()));
       Tensor hn = to_tp(norm(*post_norm, x1));
       m = row_parallel(*mlp_proj, mul(silu(gate->forward(hn)), up->forward(hn)));
     } else {
-      m = row_parallel(*mlp_proj, gelu_tanh(c_fc->forward(to_tp(norm(*ln_2, x1)))));
+      Tensor h2;
+      if (fused_norms()) {  // x1 = x + a and ln_2 of it in one op (a may be bf16: added in f32)
+        std::tie(x1, h2) = add_norm(*ln_2, x, a);
+      } else {
+        x1 = add(x, a.to(x.dtype()));
+        h2 = norm(*ln_2, x1);
+      }
+      m = row_parallel(*mlp_proj, gelu_tanh(c_fc->forward(to_tp(h2))));
     }
     m = m.to(x1.dtype());
     if (p > 0) m = keyed_dropout(m, p, drop, site + 1, drop_gen, seq_offset, seq_total);
@@ -182,14 +210,19 @@ class Block : public nn::Module {
   // partial on each rank, is summed over the TP group on the tape (per backward, before DataParallel's hooks see
   // it), so it comes out whole and bit-identical on every TP rank, as without sequence parallelism.
   Tensor sp_param(const Tensor& w) const { return sp ? parallel::copy_to_tp_region(w, *tp) : w; }
+  // The GPT-2 norms' output dtype: under autocast (and without TP, whose collectives then stay in f32) ln_1 and
+  // ln_2 write the compute dtype straight away, since each output feeds one matrix product; nullopt: x's dtype.
+  // The Llama norms keep x's dtype: each output feeds two or three products, whose gradients must be summed in
+  // f32 (each product casts its own copy, so its gradient comes back as f32).
+  std::optional<DType> norm_out(const Tensor& x) const { return norm_output_dtype(x, tp == nullptr); }
   Tensor norm(nn::LayerNorm& n, const Tensor& x) const {
-    if (!sp) return n.forward(x);
-    std::vector<nn::ParamRef> ps = n.parameters();  // weight, bias
-    return layer_norm(x, sp_param(*ps[0].tensor), sp_param(*ps[1].tensor), c_.norm_eps);
+    return layer_norm(x, sp_param(n.weight()), sp_param(n.bias()), n.eps(), norm_out(x));
   }
-  Tensor norm(nn::RMSNorm& n, const Tensor& x) const {
-    if (!sp) return n.forward(x);
-    return rms_norm(x, sp_param(*n.parameters()[0].tensor), c_.norm_eps);
+  Tensor norm(nn::RMSNorm& n, const Tensor& x) const { return rms_norm(x, sp_param(n.weight()), n.eps()); }
+  // (x + r, layer norm of it): r (the branch, maybe bf16) is added in x's dtype.
+  std::pair<Tensor, Tensor> add_norm(nn::LayerNorm& n, const Tensor& x, const Tensor& r) const {
+    AddNorm o = add_layer_norm(x, r, sp_param(n.weight()), sp_param(n.bias()), n.eps(), norm_out(x));
+    return {o.sum, o.y};
   }
 
   Tensor attention_part(const Tensor& h, KVCache* cache, size_t layer, const Tensor& rope_cos,
@@ -367,7 +400,10 @@ Tensor GPT::head(const Tensor& slice_or_input, const Tensor& tied) {
   // copy_to_tp_region sums the gradient of x over the ranks, so the gradient of the gathered x is whole on every
   // rank and the gather's backward keeps this rank's slice.
   const Tensor input = sp_ ? parallel::gather_from_sequence_region(slice_or_input, *tp_, false) : slice_or_input;
-  Tensor x = config_.is_llama() ? norm_f_->forward(input) : ln_f_->forward(input);
+  // Without TP the final norm writes the autocast dtype directly (its output only feeds the head's product).
+  const std::optional<DType> y_dtype = norm_output_dtype(input, tp_ == nullptr);
+  Tensor x = config_.is_llama() ? rms_norm(input, norm_f_->weight(), norm_f_->eps(), y_dtype)
+                                : layer_norm(input, ln_f_->weight(), ln_f_->bias(), ln_f_->eps(), y_dtype);
   if (tp_) {  // vocabulary-parallel: (B, T, C) @ (C, Vp/t), the gradient of x summed over the TP group
     const Tensor& w = config_.is_llama() ? lm_head_->weight() : (tied.defined() ? tied : wte_->weight());
     return matmul(nn::autocast(parallel::copy_to_tp_region(x, *tp_)), nn::autocast(w).t());

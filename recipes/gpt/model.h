@@ -84,6 +84,13 @@ struct DropoutKey {
   uint64_t first_sample = 0;  // global sample index of batch row 0
 };
 
+// Norm fusion (on by default; MODU_NORM_FUSION=0 in the environment turns it off at start): the GPT-2 block's
+// attention residual add and ln_2 run as one add_layer_norm op, and without TP every norm writes the autocast
+// dtype directly instead of f32 followed by a cast. The values are the same either way (the unfused path is kept
+// for comparison); process-wide.
+void set_norm_fusion(bool on);
+bool norm_fusion();
+
 class Block;
 
 class GPT : public nn::Module {

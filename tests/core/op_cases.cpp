@@ -249,6 +249,42 @@ std::vector<OpCase> build_cases() {
                       rand_tensor(Dims{8}, dt, g)};
       },
       [](const Inputs& x) { return layer_norm(x[0], x[1], x[2]); }, {0, 1, 2}));
+  // Mixed precision: an f32 input normalised into a bf16/f16 output (for f32 and f64 the output is in x's dtype).
+  cs.push_back(make(
+      "layer_norm_mixed", {OpId::layer_norm, OpId::layer_norm_backward},
+      [](DType dt, Generator& g) {
+        DType xt = dt == DType::F64 ? DType::F64 : DType::F32;
+        return Inputs{rand_tensor(Dims{3, 2, 10}, xt, g, -2, 2), rand_tensor(Dims{10}, xt, g, 0.5, 1.5),
+                      rand_tensor(Dims{10}, xt, g), Tensor::zeros(Dims{1}, dt)};
+      },
+      // x[3] only carries the output dtype.
+      [](const Inputs& x) { return layer_norm(x[0], x[1], x[2], 1e-5, x[3].dtype()); }, {0, 1, 2}));
+  // The residual add and the layer norm after it. The function reads both outputs (the sum and y), so both
+  // gradients reach the backward.
+  cs.push_back(make(
+      "add_layer_norm", {OpId::add_layer_norm, OpId::add_layer_norm_backward},
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{2, 3, 8}, dt, g, -2, 2), rand_tensor(Dims{2, 3, 8}, dt, g, -1, 1, true),
+                      rand_tensor(Dims{8}, dt, g, 0.5, 1.5), rand_tensor(Dims{8}, dt, g)};
+      },
+      [](const Inputs& x) {
+        AddNorm o = add_layer_norm(x[0], x[1], x[2], x[3]);
+        return add(mul_scalar(o.sum, 0.5), o.y);
+      },
+      {0, 1, 2, 3}));
+  // Mixed precision, as the GPT blocks use it: an f32 stream plus a bf16/f16 branch, y in the branch's dtype.
+  cs.push_back(make(
+      "add_layer_norm_mixed", {OpId::add_layer_norm, OpId::add_layer_norm_backward},
+      [](DType dt, Generator& g) {
+        DType xt = dt == DType::F64 ? DType::F64 : DType::F32;
+        return Inputs{rand_tensor(Dims{5, 12}, xt, g, -2, 2), rand_tensor(Dims{5, 12}, dt, g, -1, 1),
+                      rand_tensor(Dims{12}, xt, g, 0.5, 1.5), rand_tensor(Dims{12}, xt, g)};
+      },
+      [](const Inputs& x) {
+        AddNorm o = add_layer_norm(x[0], x[1], x[2], x[3], 1e-5, x[1].dtype());
+        return add(mul_scalar(o.sum, -0.75), o.y.to(o.sum.dtype()));
+      },
+      {0, 1, 2, 3}));
   cs.push_back(make(
       "rms_norm", {OpId::rms_norm, OpId::rms_norm_backward},
       [](DType dt, Generator& g) {

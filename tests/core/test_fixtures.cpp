@@ -199,6 +199,11 @@ NormAttrs norm_attrs(const Attrs& a) {
   NormAttrs n;
   n.eps = a.d("eps");
   n.groups = a.has("groups") ? a.i("groups") : 1;
+  if (a.has("y_dtype")) {
+    n.y_dtype_set = true;
+    n.y_dtype = a.dtype("y_dtype");
+  }
+  if (a.has("r_dtype")) n.r_dtype = a.dtype("r_dtype");
   return n;
 }
 CrossEntropyAttrs ce_attrs(const Attrs& a) {
@@ -317,6 +322,13 @@ const std::map<std::string, Runner>& runners() {
     // norms: (y, mean, rstd) / (y, rstd); the front ends return only y
     R["layer_norm"] = [](const Inputs& x, const Attrs& a) {
       return to_vec(call_op<3>(OpId::layer_norm, norm_attrs(a), {&x[0], &x[1], &x[2]}));
+    };
+    R["add_layer_norm"] = [](const Inputs& x, const Attrs& a) {
+      return to_vec(call_op<4>(OpId::add_layer_norm, norm_attrs(a), {&x[0], &x[1], &x[2], &x[3]}));
+    };
+    R["add_layer_norm_backward"] = [](const Inputs& x, const Attrs& a) {
+      return to_vec(
+          call_op<4>(OpId::add_layer_norm_backward, norm_attrs(a), {&x[0], &x[1], &x[2], &x[3], &x[4], &x[5]}));
     };
     R["rms_norm"] = [](const Inputs& x, const Attrs& a) {
       return to_vec(call_op<2>(OpId::rms_norm, norm_attrs(a), {&x[0], &x[1]}));

@@ -2,8 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 
 #include "core/allocator.h"
+#include "core/ops/dispatch.h"
 #include "core/ops/ops.h"
 
 using namespace modu;
@@ -105,4 +107,32 @@ TEST(Tensor, DeviceErrorsWithoutCuda) {
 #endif
   EXPECT_EQ(parse_device("cuda:1"), Device::cuda(1));
   EXPECT_THROW(parse_device("tpu"), Error);
+}
+
+// The op profiler on the CPU: both modes count every op once and time it by the wall clock; the events
+// mode has no device span on the CPU (no marks), and the report names the mode and the ops.
+TEST(Profiler, CountsAndTimesCpuOpsInBothModes) {
+  for (ProfileMode mode : {ProfileMode::Synchronised, ProfileMode::Events}) {
+    reset_op_profile();
+    set_op_profiling(mode);
+    Tensor x = Tensor::ones(Dims{256, 256}, DType::F32);
+    Tensor y = matmul(x, x);
+    Tensor z = relu(y);
+    std::string report = op_profile_report();
+    set_op_profiling(ProfileMode::Off);
+    const OpProfile& p = op_profile();
+    const int cpu = static_cast<int>(DeviceType::CPU);
+    EXPECT_EQ(p.calls[cpu][static_cast<int>(OpId::matmul)], 1);
+    EXPECT_EQ(p.calls[cpu][static_cast<int>(OpId::relu)], 1);
+    EXPECT_GT(p.seconds[cpu][static_cast<int>(OpId::matmul)], 0.0);
+    EXPECT_EQ(p.span_seconds[cpu], 0.0);
+    EXPECT_NE(report.find("matmul"), std::string::npos) << report;
+    EXPECT_NE(report.find(mode == ProfileMode::Events ? "events" : "synchronised"), std::string::npos) << report;
+    EXPECT_EQ(z.narrow(0, 0, 1).narrow(1, 0, 1).item(), 256.0);
+  }
+  reset_op_profile();
+  set_op_profiling(false);
+  Tensor x = Tensor::ones(Dims{4}, DType::F32);
+  Tensor y = relu(x);
+  EXPECT_EQ(op_profile().calls[static_cast<int>(DeviceType::CPU)][static_cast<int>(OpId::relu)], 0);
 }

@@ -10,6 +10,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -18,6 +19,7 @@
 #include "autograd/autograd.h"
 #include "core/cuda/kernels.h"
 #include "core/cuda/runtime.h"
+#include "core/ops/dispatch.h"
 #include "core/ops/ops.h"
 #include "tests/gpu/parity_main.h"
 
@@ -117,6 +119,36 @@ bool check_factories() {
   }
   return report(bad == 0, "factories: full / zeros / arange on CUDA equal the CPU for every dtype",
                 bad ? "differ:" + which : "");
+}
+
+// The op profiler's events mode: CUDA ops are bracketed by events and nothing waits; the report reads them.
+// Two products of known sizes: the larger must take longer, both are counted once, and the device span covers
+// them.
+bool check_profile_events() {
+  Generator gen(5, 1);
+  Tensor small = uniform(Dims{64, 64}, -1, 1, gen, DType::F32, kGpu);
+  Tensor big = uniform(Dims{2048, 2048}, -1, 1, gen, DType::F32, kGpu);
+  cuda::synchronize(0);
+  reset_op_profile();
+  set_op_profiling(ProfileMode::Events);
+  Tensor a = matmul(small, small);
+  Tensor b = relu(big);
+  Tensor c = matmul(big, big);
+  resolve_op_profile();
+  set_op_profiling(ProfileMode::Off);
+  const OpProfile& p = op_profile();
+  const int cu = static_cast<int>(DeviceType::CUDA);
+  const double mm = p.seconds[cu][static_cast<int>(OpId::matmul)], r = p.seconds[cu][static_cast<int>(OpId::relu)];
+  const int64_t mm_calls = p.calls[cu][static_cast<int>(OpId::matmul)],
+                r_calls = p.calls[cu][static_cast<int>(OpId::relu)];
+  const double span = p.span_seconds[cu];
+  // 2 * 2048^3 FLOPs in f32 take well over the 64^3 product and an elementwise pass over 4M floats.
+  bool ok = mm_calls == 2 && r_calls == 1 && mm > 0 && r > 0 && span >= 0.99 * (mm + r) && mm > r;
+  char d[200];
+  std::snprintf(d, sizeof d, "matmul %lld calls %.3f ms, relu %lld calls %.3f ms, span %.3f ms",
+                static_cast<long long>(mm_calls), mm * 1e3, static_cast<long long>(r_calls), r * 1e3, span * 1e3);
+  reset_op_profile();
+  return report(ok, "profiler: events mode times CUDA ops without waiting", d);
 }
 
 bool check_allocator() {
@@ -228,6 +260,7 @@ int run_runtime_checks(const Options& opt) {
   guarded("dropout", check_dropout);
   guarded("factories", check_factories);
   guarded("allocator", check_allocator);
+  guarded("profile events", check_profile_events);
   if (opt.error_tests) guarded("errors", check_errors);
   else skip("errors", "--no-error-tests (the deliberate CUDA errors would be reported by compute-sanitizer)");
   return failures;

@@ -107,3 +107,57 @@ TEST_P(Autocast, TrainingTracksF32) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Arch, Autocast, ::testing::Values("gpt2", "llama"));
+
+// Norm fusion (recipes/gpt/model.h) changes which ops run, not what they compute: under autocast and in f32, one
+// forward and backward give the same loss and the same gradients with the fused add_layer_norm and bf16-writing
+// norms as with the separate add, norm and cast ops. On the CPU bit for bit (core/cpu/nn.cpp is built without
+// multiply-add contraction); on CUDA, where the compiler may contract each kernel instantiation differently, to
+// within 1e-6 of the largest gradient (f32 rounding).
+TEST_P(Autocast, FusedNormsGiveTheSameLossAndGradients) {
+  Device dev = test_device();
+  Generator g(4);
+  Tensor x = test::rand_indices(Dims{2, 16}, 97, g).to(dev), y = test::rand_indices(Dims{2, 16}, 97, g).to(dev);
+  const bool was = gpt::norm_fusion();
+  for (DType compute : {DType::BF16, DType::F32}) {
+    double losses[2];
+    std::vector<Tensor> grads[2];
+    int64_t fused_calls[2];
+    for (int fused = 0; fused < 2; ++fused) {
+      gpt::set_norm_fusion(fused == 1);
+      gpt::GPT model(tiny(GetParam()));
+      model.init_weights(5);
+      model.to(dev);
+      const int64_t before =
+          dispatch_counters().calls[static_cast<int>(dev.type)][static_cast<int>(OpId::add_layer_norm)];
+      Tensor loss;
+      {
+        nn::AutocastGuard ac(compute);
+        loss = model.loss(model.forward(x), y);
+      }
+      loss.backward();
+      fused_calls[fused] =
+          dispatch_counters().calls[static_cast<int>(dev.type)][static_cast<int>(OpId::add_layer_norm)] - before;
+      losses[fused] = loss.item();
+      for (const nn::ParamRef& p : model.parameters()) grads[fused].push_back(p.tensor->grad().to(Device::cpu()));
+    }
+    gpt::set_norm_fusion(was);
+    const bool gpt2 = GetParam() == "gpt2";
+    EXPECT_EQ(fused_calls[0], 0);
+    EXPECT_EQ(fused_calls[1], gpt2 ? 2 : 0) << "one add_layer_norm per GPT-2 block";
+    const double tol = dev.is_cpu() ? 0.0 : 1e-6;
+    EXPECT_LE(std::abs(losses[1] - losses[0]), tol * std::abs(losses[0])) << dtype_name(compute);
+    ASSERT_EQ(grads[0].size(), grads[1].size());
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      std::vector<float> a = grads[0][i].to_vector<float>(), b = grads[1][i].to_vector<float>();
+      size_t differ = 0;
+      double scale = 0, worst = 0;
+      for (size_t k = 0; k < a.size(); ++k) {
+        differ += a[k] != b[k];
+        scale = std::max(scale, static_cast<double>(std::abs(a[k])));
+        worst = std::max(worst, static_cast<double>(std::abs(a[k] - b[k])));
+      }
+      EXPECT_LE(worst, tol * scale) << dtype_name(compute) << " gradient " << i << " differs in " << differ << " of "
+                                    << a.size() << " elements, by up to " << worst;
+    }
+  }
+}
