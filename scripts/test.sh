@@ -14,6 +14,9 @@ step() { echo; echo "=== $* ($(date +%H:%M:%S))"; }
 step "system packages"
 scripts/install-deps.sh
 
+step "cuDNN frontend headers (the CUDA build's cuDNN attention path; a stub without them)"
+scripts/fetch-cudnn-frontend.sh || echo "test.sh: warning: no cuDNN frontend headers; the cuDNN attention path builds as a stub"
+
 step "Release build"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$JOBS"

@@ -6,7 +6,7 @@
 // (every input read once, every output written once) against HBM bandwidth, or TFLOP/s against the dense
 // tensor-core peak for GEMM-shaped work.
 //
-// Variants: the attention path is chosen per process by MODU_CUDA_ATTENTION (auto | gemm | flash | tc; see
+// Variants: the attention path is chosen per process by MODU_CUDA_ATTENTION (auto | gemm | flash | tc | cudnn; see
 // core/cuda/attention_gemm.h); bench/gpu/run_kernels.sh runs the harness once per variant.
 //
 // Usage: bench_kernels [--only SUBSTRING] [--iters N] [--hbm-tbs X] [--peak-tflops X] [--no-validate]

@@ -20,10 +20,12 @@
 // written (=). HS <= 256 (per-lane register tiles of HS/32 values).
 // By default bf16/f16 attention takes the tensor-core GEMM path instead (core/cuda/attention_gemm.cu);
 // MODU_CUDA_ATTENTION=tc selects the fused tensor-core kernels (core/cuda/attention_tc.cu) for bf16/f16 with
-// head sizes <= 128. MODU_CUDA_ATTENTION=auto|gemm|flash|tc chooses (attention_path, attention_gemm.h).
+// head sizes <= 128, MODU_CUDA_ATTENTION=cudnn cuDNN's fused flash attention (core/cuda/attention_cudnn.cpp).
+// MODU_CUDA_ATTENTION=auto|gemm|flash|tc|cudnn chooses (attention_path, attention_gemm.h).
 //
 // Rotary: x (B, T, NH, HS) rotated pairwise (i, i + HS/2) by cos/sin (T, HS/2); inverse rotates by -angle.
 #include "core/cuda/attention_gemm.h"
+#include "core/cuda/attention_cudnn.h"
 #include "core/cuda/attention_tc.h"
 #include "core/cuda/common.cuh"
 
@@ -474,6 +476,12 @@ void attention_kernel(const KernelCall& c) {
   }
   DType dt = q.dtype();
   const AttentionPath path = attention_path(dt, q.size(3));
+  if (path == AttentionPath::Cudnn) {
+    Tensor qc = compute_operand(q, dt), kc = compute_operand(c.input(1), dt), vc = compute_operand(c.input(2), dt);
+    if (attention_cudnn_unsupported(qc, kc, vc, c.attrs.attention).empty())
+      return attention_forward_cudnn(qc, kc, vc, o, lse, c.attrs.attention);
+    return attention_forward_gemm(qc, kc, vc, o, lse, c.attrs.attention);
+  }
   if (path == AttentionPath::TensorCore && attention_tc_supported(q, c.input(1), c.input(2))) {
     return attention_forward_tc(compute_operand(q, dt), compute_operand(c.input(1), dt),
                                 compute_operand(c.input(2), dt), o, lse, c.attrs.attention);
@@ -499,6 +507,21 @@ void attention_backward_kernel(const KernelCall& c) {
   }
   if (gq.numel() == 0 && gk.numel() == 0) return;
   const AttentionPath path = attention_path(dt, c.input(0).size(3));
+  if (path == AttentionPath::Cudnn) {  // the forward's choice, from the same operands
+    Tensor qc = compute_operand(c.input(0), dt), kc = compute_operand(c.input(1), dt),
+           vc = compute_operand(c.input(2), dt);
+    if (attention_cudnn_unsupported(qc, kc, vc, c.attrs.attention).empty()) {
+      // o and go as cuDNN takes them (contiguous copies when their strides are not multiples of 8).
+      auto aligned = [&](const Tensor& t) {
+        Tensor x = compute_operand(t, dt);
+        return attention_cudnn_unsupported(x, x, x, AttentionAttrs{}).empty() ? x : contiguous(x);
+      };
+      return attention_backward_cudnn(qc, kc, vc, aligned(c.input(3)), contiguous(c.input(4)), aligned(c.input(5)), gq,
+                                      gk, gv, c.attrs.attention);
+    }
+    return attention_backward_gemm(qc, kc, vc, contiguous(c.input(4)), compute_operand(c.input(5), dt), gq, gk, gv,
+                                   c.attrs.attention);
+  }
   if (path == AttentionPath::TensorCore && attention_tc_supported(c.input(0), c.input(1), c.input(2))) {
     return attention_backward_tc(compute_operand(c.input(0), dt), compute_operand(c.input(1), dt),
                                  compute_operand(c.input(2), dt), compute_operand(c.input(3), dt),

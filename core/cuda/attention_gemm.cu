@@ -191,14 +191,15 @@ void dispatch_compute(DType t, const char* name, F&& f) {
 }  // namespace
 
 AttentionPath attention_path(DType dtype, int64_t head_size) {
-  enum Mode { kAuto, kGemm, kFlash, kTc };
+  enum Mode { kAuto, kGemm, kFlash, kTc, kCudnn };
   static const Mode mode = [] {
     const char* env = std::getenv("MODU_CUDA_ATTENTION");
     std::string m = env ? env : "";
     if (m == "gemm") return kGemm;
     if (m == "flash") return kFlash;
     if (m == "tc") return kTc;
-    MODU_CHECK(m.empty() || m == "auto", "MODU_CUDA_ATTENTION='", m, "': use auto, gemm, flash or tc");
+    if (m == "cudnn") return kCudnn;
+    MODU_CHECK(m.empty() || m == "auto", "MODU_CUDA_ATTENTION='", m, "': use auto, gemm, flash, tc or cudnn");
     return kAuto;
   }();
   const bool half = dtype == DType::BF16 || dtype == DType::F16;
@@ -210,6 +211,8 @@ AttentionPath attention_path(DType dtype, int64_t head_size) {
     case kTc:
       if (half && head_size >= 1 && head_size <= 128) return AttentionPath::TensorCore;
       return half ? AttentionPath::Gemm : AttentionPath::Flash;
+    case kCudnn:
+      return half ? AttentionPath::Cudnn : AttentionPath::Flash;
     case kAuto:
       break;
   }

@@ -11,6 +11,7 @@ enum class AttentionPath {
   Flash,       // attention.cu: the flash-style kernel on FP32 CUDA cores (f32, f64; bf16/f16 widened)
   Gemm,        // attention_gemm.cu: cuBLAS tensor-core GEMMs with T x S scratch (f32, bf16, f16)
   TensorCore,  // attention_tc.cu: the fused FlashAttention-2 style mma.sync kernels (bf16, f16; HS <= 128)
+  Cudnn,       // attention_cudnn.cpp: cuDNN's fused flash attention (bf16, f16; attention_cudnn_unsupported)
 };
 
 // The path attention of this input dtype and head size takes, from MODU_CUDA_ATTENTION (read once):
@@ -18,6 +19,7 @@ enum class AttentionPath {
 //   gemm            f32/bf16/f16 on Gemm, f64 on Flash
 //   flash           everything on Flash
 //   tc              bf16/f16 with head size <= 128 on TensorCore, other bf16/f16 on Gemm, f32/f64 on Flash
+//   cudnn           bf16/f16 on Cudnn (operands cuDNN does not take: Gemm), f32/f64 on Flash
 // TensorCore becomes the bf16/f16 default once it has matched the CPU on a GPU (tests/gpu/run.sh).
 // Any other value throws.
 AttentionPath attention_path(DType dtype, int64_t head_size);

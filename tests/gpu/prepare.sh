@@ -22,6 +22,8 @@ BUILD=${BUILD:-$ROOT/build-gpu}
 CARRY=$ROOT/.devcarry
 JOBS=${JOBS:-2}
 
+# cuDNN's fused attention path (core/cuda/attention_cudnn.cpp) compiles only with the cuDNN frontend's headers.
+"$ROOT/scripts/fetch-cudnn-frontend.sh"
 # Host code for a generic modern x86-64 with FMA (the GPU machine's CPU is not this one): AVX2/FMA keep the
 # CPU reference's floating-point contraction identical to what the parity checks expect.
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMODU_CUDA=ON \

@@ -7,7 +7,8 @@
 #   parity.log     backend_parity: registration, Philox/allocator/error checks, every op case CUDA vs CPU
 #                  (f32 and bf16, forward and backward), the per-op CUDA coverage report
 #   parity-attention-paths.log  the attention cases on the other attention paths (f32 on GEMM, bf16 on flash,
-#                  bf16 on the fused tensor-core kernels: MODU_CUDA_ATTENTION=tc, core/cuda/attention_tc.cu)
+#                  bf16 on the fused tensor-core kernels: MODU_CUDA_ATTENTION=tc, core/cuda/attention_tc.cu, and
+#                  bf16 on cuDNN's fused flash attention: MODU_CUDA_ATTENTION=cudnn, core/cuda/attention_cudnn.cpp)
 #   memcheck.log   compute-sanitizer --tool memcheck over backend_parity --no-bf16 --no-error-tests (every
 #                  case, f32 only; the deliberate-error checks excluded since the sanitizer reports them),
 #                  with MODU_CUDA_NO_CACHING=1 so each tensor is its own cudaMalloc (overruns inside a cached
@@ -82,6 +83,13 @@ for lib in libcublasLt.so.13 libcublas.so.13 libnccl.so.2; do
     echo "run.sh: $lib not found on this machine; backend_parity cannot load" | tee -a "$OUT/env.log"
   fi
 done
+# cuDNN (MODU_CUDA_ATTENTION=cudnn dlopens libcudnn.so.9; nothing else needs it): PyTorch's wheel has one.
+if dir=$(find_lib_dir libcudnn.so.9); then
+  case ":$LIBPATH:" in *":$dir:"*) ;; *) LIBPATH=$LIBPATH:$dir ;; esac
+  echo "run.sh: libcudnn.so.9 in $dir" >>"$OUT/env.log"
+else
+  echo "run.sh: libcudnn.so.9 not found on this machine; the cudnn attention path will say so" | tee -a "$OUT/env.log"
+fi
 export LD_LIBRARY_PATH=$LIBPATH${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 # The binary was built against this build machine's libstdc++; add the carried copy only if needed.
 if [[ -x "$BIN" ]] && ldd "$BIN" 2>&1 | grep -qE "GLIBCXX|CXXABI|GCC_[0-9].*not found"; then
@@ -120,10 +128,16 @@ if grep -q "^no CUDA device" "$OUT/parity.log" 2>/dev/null; then
   record attention_paths skipped 0
 else
 set -o pipefail
-( MODU_CUDA_ATTENTION=gemm timeout --kill-after=10 60 "$BIN" $ALLOW --filter=attention --no-error-tests &&
-  MODU_CUDA_ATTENTION=flash timeout --kill-after=10 60 "$BIN" $ALLOW --filter=attention --no-error-tests &&
-  MODU_CUDA_ATTENTION=tc timeout --kill-after=10 60 "$BIN" $ALLOW --filter=attention --no-error-tests ) 2>&1 |
-  tee "$OUT/parity-attention-paths.log" | grep -E "^(SUMMARY|cases:|FAIL)"
+( rc=0
+  for path in gemm flash tc cudnn; do  # each path on its own: one failing never hides the next
+    echo "== MODU_CUDA_ATTENTION=$path"
+    if [[ $path == cudnn ]]; then  # the frontend's own log of the graphs it built, for a refusal's details
+      export CUDNN_FRONTEND_LOG_INFO=1 CUDNN_FRONTEND_LOG_FILE="$OUT/cudnn-frontend.log"
+    fi
+    MODU_CUDA_ATTENTION=$path timeout --kill-after=10 60 "$BIN" $ALLOW --filter=attention --no-error-tests || rc=1
+    unset CUDNN_FRONTEND_LOG_INFO CUDNN_FRONTEND_LOG_FILE
+  done
+  exit $rc ) 2>&1 | tee "$OUT/parity-attention-paths.log" | grep -E "^(== MODU|SUMMARY|cases:|FAIL)"
 attn_rc=$?
 set +o pipefail
 record attention_paths "$(verdict $attn_rc)" $(( $(date +%s) - t0 ))
@@ -142,6 +156,13 @@ elif [[ -x "$CARRY/bin/gpt_fidelity" && -x "$CARRY/bin/gpt_train" ]]; then
       [[ -x "$CARRY/bin/$t" ]] || continue
       timeout --kill-after=10 "${GPT_TIMEOUT:-120}" "$CARRY/bin/$t" || rc=1
     done
+    # bf16 autocast training on the two fused attention paths not yet default (tc, cudnn)
+    if [[ -x "$CARRY/bin/gpt_autocast" ]]; then
+      for path in tc cudnn; do
+        echo "== gpt_autocast with MODU_CUDA_ATTENTION=$path"
+        MODU_CUDA_ATTENTION=$path timeout --kill-after=10 "${GPT_TIMEOUT:-120}" "$CARRY/bin/gpt_autocast" || rc=1
+      done
+    fi
     exit $rc
   ) >"$OUT/gpt.log" 2>&1
   gpt_rc=$?

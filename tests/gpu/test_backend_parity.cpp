@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "autograd/autograd.h"
+#include "core/cuda/attention_cudnn.h"
 #include "core/cuda/runtime.h"
 #include "core/ops/ops.h"
 #include "tests/core/op_cases.h"
@@ -294,6 +295,17 @@ int main(int argc, char** argv) {
     }
     std::printf("cases: %d run, %d failed\n", cases, case_failures);
     failures += case_failures;
+    // MODU_CUDA_ATTENTION=cudnn: the bf16 attention cases must have run on cuDNN (operands it does not take
+    // fall back to the GEMM path silently, which would make a pass meaningless).
+    const char* attn = std::getenv("MODU_CUDA_ATTENTION");
+    if (attn && std::string(attn) == "cudnn" && opt.bf16) {
+      const int64_t n = cuda::attention_cudnn_calls();
+      std::printf("cudnn attention: %lld forward/backward calls on cuDNN\n", static_cast<long long>(n));
+      if (n == 0) {
+        std::printf("FAIL cudnn attention: MODU_CUDA_ATTENTION=cudnn but no attention call ran on cuDNN\n");
+        ++failures;
+      }
+    }
     failures += !coverage_report(opt.filter.empty());
     cuda::synchronize();
   } catch (const std::exception& e) {

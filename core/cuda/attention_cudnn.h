@@ -1,0 +1,35 @@
+// core/cuda/attention_cudnn.h — scaled-dot-product attention through cuDNN's fused flash-attention engines
+// (core/cuda/attention_cudnn.cpp); attention.cu's kernels take it when attention_path() says so
+// (MODU_CUDA_ATTENTION=cudnn). Host-only header.
+#pragma once
+
+#include <string>
+
+#include "core/ops/dispatch.h"
+
+namespace modu::cuda {
+
+// Forward and backward calls that ran on cuDNN so far (the parity run proves the path was taken).
+int64_t attention_cudnn_calls();
+
+// Whether this build has the cuDNN path (the cuDNN frontend headers were there at configure time:
+// scripts/fetch-cudnn-frontend.sh).
+bool attention_cudnn_built();
+
+// Empty when cuDNN takes these operands, else why not: q (B, NH, T, HS), k and v (B, NH, S, HS) of one dtype,
+// bf16 or f16; HS a multiple of 8 up to 128; unit-stride last dims, other strides multiples of 8 elements,
+// 16-byte aligned data; causal attention needs S >= T.
+std::string attention_cudnn_unsupported(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionAttrs& a);
+
+// o (B, NH, T, HS) in q's dtype (through its strides), lse (B, NH, T) f32 contiguous: the natural-log
+// log-sum-exp of each row's scaled scores (cuDNN's softmax statistics); both written. Throws, naming the cuDNN
+// step and its message, when cuDNN cannot be loaded or refuses the graph.
+void attention_forward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse,
+                             const AttentionAttrs& a);
+// o, lse: the forward's (cuDNN's) outputs; go the output gradient. gq, gk, gv written (=) through their
+// strides, in q's dtype. Deterministic where cuDNN has a deterministic backward for the GPU (it is asked for
+// first); otherwise cuDNN's default backward, with a warning on stderr once.
+void attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                              const Tensor& go, Tensor& gq, Tensor& gk, Tensor& gv, const AttentionAttrs& a);
+
+}  // namespace modu::cuda
