@@ -2,7 +2,8 @@
 # bench/gpu/run_gpt2.sh BENCH_BINARY [B] — GPT-2 124M, T=1024, on the GPU: modu (f32, bf16 parameters)
 # and PyTorch (eager f32, eager bf16 autocast, torch.compile bf16 autocast) in the same run on the
 # same card, then the ratios. Prints JSON lines and a table. BF16_ONLY=1 skips the two f32 runs (for a
-# second, larger micro-batch).
+# second, larger micro-batch). MODU_ONLY=1 runs modu's autocast step alone (with its per-op profile), for
+# another attention path (MODU_CUDA_ATTENTION) beside a full run's PyTorch figures.
 set -u
 BIN=${1:?usage: run_gpt2.sh BENCH_BINARY [B]}
 B=${2:-8}
@@ -10,6 +11,11 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUTJ=$(mktemp)
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | sed 's/^/gpu: /'
 MODES=eager_f32,eager_bf16,compile_bf16
+if [[ "${MODU_ONLY:-0}" == 1 ]]; then
+  echo "attention path: ${MODU_CUDA_ATTENTION:-auto}"
+  "$BIN" --B "$B" --dtype autocast --profile events
+  exit $?
+fi
 if [[ "${BF16_ONLY:-0}" == 1 ]]; then
   MODES=eager_bf16,compile_bf16
 else
