@@ -252,14 +252,16 @@ TEST(Equivalence, ResumeAcrossLayoutsReslicesTheOptimizerState) {
 // SIGUSR1 to mpirun (which forwards it to every rank): all ranks finish the same step, commit one
 // checkpoint together and exit 0; the run then resumes from it.
 TEST(Equivalence, SigusrToMpirunCommitsACheckpointAndExitsZero) {
+  // The signal goes once step 3 is logged; the wait for it is bounded at 300 s (it ends as soon as the step
+  // appears): a loaded machine (a parallel build, ctest -j) can take over a minute to start two ranks.
   fs::path out = env().dir / "signalled";
   std::string run = std::string(MPIRUN_SH) + " 2 " + MODU_BIN + " train " + quote(recipe_of("gpt")) + tiny_sets("gpt") +
                     " --set train.steps=100000 --set train.out_dir=" + quote(out.string());
   const fs::path script = env().dir / "signal.sh";
   std::ofstream(script) << run << " > " << quote(out.string() + ".log") << " 2>&1 &\n"
                         << "pid=$!\ni=0\n"
-                        << "while [ $i -lt 600 ] && ! grep -q '\"step\":3,' " << quote((out / "metrics.jsonl").string())
-                        << " 2>/dev/null; do sleep 0.1; i=$((i+1)); done\n"
+                        << "while [ $i -lt 3000 ] && ! grep -q '\"step\":3,' "
+                        << quote((out / "metrics.jsonl").string()) << " 2>/dev/null; do sleep 0.1; i=$((i+1)); done\n"
                         << "kill -USR1 $pid\nwait $pid\n";
   int rc = std::system(("sh " + quote(script.string())).c_str());
   std::string log = read_text(out.string() + ".log");
