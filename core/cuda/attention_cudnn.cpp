@@ -99,7 +99,7 @@ void check_status(cudnnStatus_t s, const char* what) {
   MODU_CHECK(s == CUDNN_STATUS_SUCCESS, "attention (cudnn): ", what, " failed: ", fe::detail::get_error_string(s));
 }
 
-void check_fe(const fe::error_t& e, const char* step) {
+void check_fe(fe::error_t e, const char* step) {  // by value: get_message() is not const
   MODU_CHECK(e.is_good(), "attention (cudnn): ", step, " failed: ", e.get_message(), " (cuDNN ",
              fe::detail::get_backend_version(), ")");
 }
@@ -136,8 +136,10 @@ std::vector<int64_t> key_of(int dev, bool backward, const AttentionAttrs& a, std
   return key;
 }
 
-GraphPtr new_graph(DType dt) {
+// sm_version > 0: the target GPU for validation without one (set before any node: nodes copy the context).
+GraphPtr new_graph(DType dt, int sm_version) {
   auto g = std::make_shared<fe::graph::Graph>();
+  if (sm_version > 0) g->set_sm_version(sm_version);
   g->set_io_data_type(dt == DType::BF16 ? fe::DataType_t::BFLOAT16 : fe::DataType_t::HALF)
       .set_intermediate_data_type(fe::DataType_t::FLOAT)
       .set_compute_data_type(fe::DataType_t::FLOAT);
@@ -161,9 +163,10 @@ void build(fe::graph::Graph& g, cudnnHandle_t h) {
   check_fe(g.build_plans(), "plan build");
 }
 
-GraphPtr forward_graph(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const AttentionAttrs& a,
-                       cudnnHandle_t h) {
-  GraphPtr g = new_graph(q.dtype());
+// The forward graph for these operands, defined (not built).
+GraphPtr define_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const AttentionAttrs& a,
+                        int sm_version = 0) {
+  GraphPtr g = new_graph(q.dtype(), sm_version);
   auto Q = input(*g, "q", kQ, q), K = input(*g, "k", kK, k), V = input(*g, "v", kV, v);
   auto opts = fe::graph::SDPA_attributes()
                   .set_name("attention")
@@ -177,14 +180,14 @@ GraphPtr forward_graph(const Tensor& q, const Tensor& k, const Tensor& v, const 
       .set_data_type(fe::DataType_t::FLOAT)
       .set_dim(stats_dims(q))
       .set_stride(stats_strides(q));
-  build(*g, h);
   return g;
 }
 
-GraphPtr backward_graph(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& go,
-                        const Tensor& gq, const Tensor& gk, const Tensor& gv, const AttentionAttrs& a, cudnnHandle_t h,
-                        bool deterministic) {
-  GraphPtr g = new_graph(q.dtype());
+// The backward graph for these operands, defined (not built).
+GraphPtr define_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& go,
+                         const Tensor& gq, const Tensor& gk, const Tensor& gv, const AttentionAttrs& a,
+                         bool deterministic, int sm_version = 0) {
+  GraphPtr g = new_graph(q.dtype(), sm_version);
   auto Q = input(*g, "q", kQ, q), K = input(*g, "k", kK, k), V = input(*g, "v", kV, v);
   auto O = input(*g, "o", kO, o), GO = input(*g, "go", kGO, go);
   auto stats = g->tensor(fe::graph::Tensor_attributes()
@@ -202,7 +205,6 @@ GraphPtr backward_graph(const Tensor& q, const Tensor& k, const Tensor& v, const
   GQ->set_output(true).set_uid(kGQ).set_dim(dims_of(gq)).set_stride(strides_of(gq));
   GK->set_output(true).set_uid(kGK).set_dim(dims_of(gk)).set_stride(strides_of(gk));
   GV->set_output(true).set_uid(kGV).set_dim(dims_of(gv)).set_stride(strides_of(gv));
-  build(*g, h);
   return g;
 }
 
@@ -240,7 +242,11 @@ void attention_forward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, 
   const int dev = q.device().index;
   std::lock_guard<std::mutex> lock(g_mutex);
   cudnnHandle_t h = handle_for(dev);
-  GraphPtr g = cached(key_of(dev, false, a, {&q, &k, &v, &o}), [&] { return forward_graph(q, k, v, o, a, h); });
+  GraphPtr g = cached(key_of(dev, false, a, {&q, &k, &v, &o}), [&] {
+    GraphPtr f = define_forward(q, k, v, o, a);
+    build(*f, h);
+    return f;
+  });
   std::unordered_map<int64_t, void*> pack{
       {kQ, q.data_ptr()}, {kK, k.data_ptr()}, {kV, v.data_ptr()}, {kO, o.data_ptr()}, {kStats, lse.data_ptr()}};
   run(*g, h, dev, pack);
@@ -259,14 +265,18 @@ void attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v,
   cudnnHandle_t h = handle_for(dev);
   GraphPtr g = cached(key_of(dev, true, a, {&q, &k, &v, &o, &go, &gq, &gk, &gv}), [&] {
     try {
-      return backward_graph(q, k, v, o, go, gq, gk, gv, a, h, true);
+      GraphPtr b = define_backward(q, k, v, o, go, gq, gk, gv, a, true);
+      build(*b, h);
+      return b;
     } catch (const Error& e) {  // an older cuDNN or another GPU: the default (atomic dQ) backward, said once
       static std::once_flag warned;
       std::call_once(warned, [&] {
         std::fprintf(stderr, "modu: attention (cudnn): no deterministic backward here (%s); using cuDNN's default\n",
                      e.what());
       });
-      return backward_graph(q, k, v, o, go, gq, gk, gv, a, h, false);
+      GraphPtr b = define_backward(q, k, v, o, go, gq, gk, gv, a, false);
+      build(*b, h);
+      return b;
     }
   });
   std::unordered_map<int64_t, void*> pack{{kQ, q.data_ptr()},   {kK, k.data_ptr()},       {kV, v.data_ptr()},
@@ -274,6 +284,25 @@ void attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v,
                                           {kGQ, gq.data_ptr()}, {kGK, gk.data_ptr()},     {kGV, gv.data_ptr()}};
   run(*g, h, dev, pack);
   ++g_calls;
+}
+
+std::string attention_cudnn_validate(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionAttrs& a,
+                                     int sm_version) {
+  const std::string why = attention_cudnn_unsupported(q, k, v, a);
+  if (!why.empty()) return "unsupported operands: " + why;
+  load_cudnn();
+  // The outputs and the output gradient as dispatch allocates them: contiguous.
+  auto like = [](const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), Device::cpu()); };
+  Tensor o = like(q), go = like(q), gq = like(q), gk = like(k), gv = like(v);
+  std::string failures;
+  auto check = [&](const char* what, const GraphPtr& g) {
+    fe::error_t e = g->validate();
+    if (!e.is_good()) failures += std::string(failures.empty() ? "" : "; ") + what + ": " + e.get_message();
+  };
+  check("forward", define_forward(q, k, v, o, a, sm_version));
+  check("backward (deterministic)", define_backward(q, k, v, o, go, gq, gk, gv, a, true, sm_version));
+  check("backward", define_backward(q, k, v, o, go, gq, gk, gv, a, false, sm_version));
+  return failures;
 }
 
 #else  // built without the cuDNN frontend headers
@@ -293,6 +322,9 @@ void attention_forward_cudnn(const Tensor&, const Tensor&, const Tensor&, Tensor
 }
 void attention_backward_cudnn(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                               Tensor&, Tensor&, Tensor&, const AttentionAttrs&) {
+  not_built();
+}
+std::string attention_cudnn_validate(const Tensor&, const Tensor&, const Tensor&, const AttentionAttrs&, int) {
   not_built();
 }
 

@@ -32,4 +32,11 @@ void attention_forward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, 
 void attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                               const Tensor& go, Tensor& gq, Tensor& gk, Tensor& gv, const AttentionAttrs& a);
 
+// Defines the forward and backward graphs for these operands (CPU tensors will do: only dtypes, shapes and
+// strides are read; o and the gradients as dispatch allocates them) and runs the frontend's validation for a
+// GPU of compute capability sm_version (e.g. 90), with no GPU: "" when every graph validates, else the
+// messages. Needs cuDNN loadable (as the path itself); tests/gpu/test_cudnn_graphs.cpp runs it in CI.
+std::string attention_cudnn_validate(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionAttrs& a,
+                                     int sm_version);
+
 }  // namespace modu::cuda
