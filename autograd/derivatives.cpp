@@ -39,7 +39,7 @@ const char* not_differentiable_reason(OpId op) {
     case OpId::gather:
     case OpId::scatter_add:
     case OpId::concat:
-    case OpId::dropout: case OpId::attention: case OpId::rotary: case OpId::conv2d:
+    case OpId::dropout: case OpId::attention: case OpId::attention_packed: case OpId::rotary: case OpId::conv2d:
     case OpId::upsample_nearest2d: case OpId::avg_pool2d: case OpId::cast: case OpId::copy: case OpId::to_device:
     case OpId::view: case OpId::permute: case OpId::expand: case OpId::slice: case OpId::split:
       return "";
@@ -50,6 +50,7 @@ const char* not_differentiable_reason(OpId op) {
     case OpId::add_layer_norm_backward:
     case OpId::embedding_backward:
     case OpId::attention_backward:
+    case OpId::attention_packed_backward:
     case OpId::conv2d_backward:
     case OpId::upsample_nearest2d_backward:
     case OpId::avg_pool2d_backward:
@@ -101,6 +102,8 @@ SaveSpec save_spec(OpId op) {
       return {I2, O0 | O2 | O3};
     case OpId::attention:
       return {I0 | I1 | I2, O0 | O1};
+    case OpId::attention_packed:
+      return {I0, O0 | O1};
     case OpId::rotary:
       return {I1 | I2, 0};
     case OpId::neg: case OpId::sign: case OpId::add_scalar: case OpId::mul_scalar: case OpId::add: case OpId::sub:
@@ -116,7 +119,8 @@ SaveSpec save_spec(OpId op) {
     case OpId::softmax_backward: case OpId::log_softmax_backward: case OpId::cross_entropy_backward:
     case OpId::layer_norm_backward: case OpId::rms_norm_backward: case OpId::group_norm_backward:
     case OpId::add_layer_norm_backward:
-    case OpId::embedding_backward: case OpId::attention_backward: case OpId::conv2d_backward:
+    case OpId::embedding_backward: case OpId::attention_backward: case OpId::attention_packed_backward:
+    case OpId::conv2d_backward:
     case OpId::upsample_nearest2d_backward: case OpId::avg_pool2d_backward: case OpId::copy_: case OpId::fill_:
     case OpId::add_: case OpId::mul_scalar_: case OpId::adamw_: case OpId::adamw_multi_: case OpId::full:
     case OpId::arange: case OpId::uniform: case OpId::normal:
@@ -394,6 +398,11 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
       gi[0] = gq, gi[1] = gk, gi[2] = gv;
       return;
     }
+    case OpId::attention_packed: {  // the whole packed gradient in one op: no split of it, no concat
+      const Tensor &qkv = in(0), &o = out(0), &lse = out(1);
+      gi[0] = call_op<1>(OpId::attention_packed_backward, a, {&qkv, &o, &lse, &g})[0];
+      return;
+    }
     case OpId::rotary:
       MODU_CHECK(!n.next[1].defined() && !n.next[2].defined(),
                  "rotary: gradients with respect to the cos/sin tables are not supported; build them without "
@@ -462,7 +471,8 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
     case OpId::softmax_backward: case OpId::log_softmax_backward: case OpId::cross_entropy_backward:
     case OpId::layer_norm_backward: case OpId::rms_norm_backward: case OpId::group_norm_backward:
     case OpId::add_layer_norm_backward:
-    case OpId::embedding_backward: case OpId::attention_backward: case OpId::conv2d_backward:
+    case OpId::embedding_backward: case OpId::attention_backward: case OpId::attention_packed_backward:
+    case OpId::conv2d_backward:
     case OpId::upsample_nearest2d_backward: case OpId::avg_pool2d_backward: case OpId::copy_: case OpId::fill_:
     case OpId::add_: case OpId::mul_scalar_: case OpId::adamw_: case OpId::adamw_multi_: case OpId::full:
     case OpId::arange: case OpId::uniform: case OpId::normal:

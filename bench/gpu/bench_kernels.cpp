@@ -138,6 +138,18 @@ std::vector<Case> cases(bool small) {
                        io + 4.0 * B * NH * T * HS * e + 3.0 * B * NH * T * HS * e,
                        attn_fwd_flops,
                        3.5 * attn_fwd_flops});
+    // The same attention as the GPT-2 blocks run it: packed qkv (B, T, 3C) in, o (B, T, C) out (attention_packed).
+    out.push_back(Case{"attention_packed_causal_" + tag,
+                       dt,
+                       [=](Generator& g) {
+                         return std::vector<Tensor>{normal(Dims{B, T, 3 * C}, 0, 1, g, dt)};
+                       },
+                       {0},
+                       [NH](const std::vector<Tensor>& x) { return attention_packed(x[0], NH, true); },
+                       io,
+                       io + 4.0 * B * NH * T * HS * e + 3.0 * B * NH * T * HS * e,
+                       attn_fwd_flops,
+                       3.5 * attn_fwd_flops});
     // LayerNorm over C of (N, C).
     out.push_back(Case{"layer_norm_" + tag,
                        dt,

@@ -5,6 +5,8 @@
 // positions: query i sees keys j <= i + (S - T), which also covers decoding with a KV cache (T < S).
 // Per (b, h) head the scores are one GEMM into a per-thread (T, S) buffer; heads run in parallel with
 // single-threaded GEMMs. 16-bit inputs are widened to f32. Gradients are written (=).
+// attention_packed runs the same code on head views of the packed qkv (B, T, 3C) and of o (B, T, C)
+// (core/ops/layout.h: packed_heads): outputs are written through their strides, so both ops give the same bits.
 #include "core/cpu/vector_math.h"  // first: before <cmath>
 
 #include <cmath>
@@ -13,6 +15,7 @@
 #include "core/cpu/blas.h"
 #include "core/cpu/kernels.h"
 #include "core/cpu/loops.h"
+#include "core/ops/layout.h"
 
 namespace modu::cpu {
 
@@ -29,6 +32,20 @@ struct Heads {
   int64_t ld() const { return t.stride(2); }
 };
 
+// An output (B, NH, L, HS) written in place through its strides (its last dim must be unit-stride).
+struct OutHeads {
+  Tensor t;
+  explicit OutHeads(const Tensor& x) : t(x) {
+    MODU_CHECK(x.size(3) <= 1 || x.stride(3) == 1, "attention: an output needs a unit-stride last dim, got ",
+               describe(x));
+  }
+  template <class T>
+  T* head(int64_t b, int64_t h) const {
+    return static_cast<T*>(t.data_ptr()) + b * t.stride(0) + h * t.stride(1);
+  }
+  int64_t ld() const { return t.stride(2); }
+};
+
 Tensor widen(const Tensor& x) {
   if (x.dtype() == DType::F32 || x.dtype() == DType::F64) return x;
   Tensor f = Tensor::empty(x.shape(), DType::F32);
@@ -37,12 +54,12 @@ Tensor widen(const Tensor& x) {
 }
 
 template <class T>
-void attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, Tensor& o, Tensor& lse_out,
+void attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, Tensor& o_out, Tensor& lse_out,
                        const AttentionAttrs& a) {
   Heads q(q_in), k(k_in), v(v_in);
+  OutHeads o(o_out);
   int64_t B = q_in.size(0), NH = q_in.size(1), T_ = q_in.size(2), S = k_in.size(2), D = q_in.size(3);
   int64_t shift = S - T_;
-  T* O = static_cast<T*>(o.data_ptr());
   T* LSE = static_cast<T*>(lse_out.data_ptr());
   T scale = static_cast<T>(a.scale);
   const int slots = max_threads();
@@ -67,24 +84,22 @@ void attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_i
         for (int64_t j = valid; j < S; ++j) row[j] = 0;
         LSE[bh * T_ + i] = m + std::log(s);
       }
-      gemm(false, false, T_, D, S, T(1), P, S, v.head<T>(b, h), v.ld(), T(0), O + bh * T_ * D, D);
+      gemm(false, false, T_, D, S, T(1), P, S, v.head<T>(b, h), v.ld(), T(0), o.head<T>(b, h), o.ld());
     }
   });
 }
 
 template <class T>
 void attention_backward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& o_in,
-                        const Tensor& lse_in, const Tensor& go_in, Tensor& gq, Tensor& gk, Tensor& gv,
+                        const Tensor& lse_in, const Tensor& go_in, Tensor& gq_out, Tensor& gk_out, Tensor& gv_out,
                         const AttentionAttrs& a) {
   Heads q(q_in), k(k_in), v(v_in), o(o_in), go(go_in);
+  OutHeads gq(gq_out), gk(gk_out), gv(gv_out);
   Tensor lse_c = as_contiguous(lse_in);
   const T* LSE = static_cast<const T*>(lse_c.data_ptr());
   int64_t B = q_in.size(0), NH = q_in.size(1), T_ = q_in.size(2), S = k_in.size(2), D = q_in.size(3);
   int64_t shift = S - T_;
   T scale = static_cast<T>(a.scale);
-  T* GQ = static_cast<T*>(gq.data_ptr());
-  T* GK = static_cast<T*>(gk.data_ptr());
-  T* GV = static_cast<T*>(gv.data_ptr());
   // Per thread: P and dP (T, S) and the row dots D (T).
   const int64_t per_thread = 2 * T_ * S + T_;
   const int slots = max_threads();
@@ -113,47 +128,73 @@ void attention_backward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_
         Drow[i] = d;
       }
       // dV = P^T dO
-      gemm(true, false, S, D, T_, T(1), P, S, dO, go.ld(), T(0), GV + bh * S * D, D);
+      gemm(true, false, S, D, T_, T(1), P, S, dO, go.ld(), T(0), gv.head<T>(b, h), gv.ld());
       // dP = dO V^T, then dS = P * (dP - D) (scale folded into the next products)
       gemm(false, true, T_, S, D, T(1), dO, go.ld(), V, v.ld(), T(0), dP, S);
       for (int64_t i = 0; i < T_; ++i) {
         T d = Drow[i];
         for (int64_t j = 0; j < S; ++j) dP[i * S + j] = P[i * S + j] * (dP[i * S + j] - d);
       }
-      gemm(false, false, T_, D, S, scale, dP, S, K, k.ld(), T(0), GQ + bh * T_ * D, D);
-      gemm(true, false, S, D, T_, scale, dP, S, Q, q.ld(), T(0), GK + bh * S * D, D);
+      gemm(false, false, T_, D, S, scale, dP, S, K, k.ld(), T(0), gq.head<T>(b, h), gq.ld());
+      gemm(true, false, S, D, T_, scale, dP, S, Q, q.ld(), T(0), gk.head<T>(b, h), gk.ld());
     }
   });
 }
 
-void attention_kernel(const KernelCall& c) {
-  const AttentionAttrs& a = c.attrs.attention;
-  Tensor &o = c.output(0), &lse = c.output(1);
-  if (c.input(0).dtype() == DType::F64) return attention_forward<double>(c.input(0), c.input(1), c.input(2), o, lse, a);
-  if (c.input(0).dtype() == DType::F32) return attention_forward<float>(c.input(0), c.input(1), c.input(2), o, lse, a);
+// o (and lse) of q, k, v; o may be a strided view (attention_packed's).
+void forward_any(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse, const AttentionAttrs& a) {
+  if (q.dtype() == DType::F64) return attention_forward<double>(q, k, v, o, lse, a);
+  if (q.dtype() == DType::F32) return attention_forward<float>(q, k, v, o, lse, a);
   Tensor o32 = Tensor::empty(o.shape(), DType::F32);
-  attention_forward<float>(widen(c.input(0)), widen(c.input(1)), widen(c.input(2)), o32, lse, a);
+  attention_forward<float>(widen(q), widen(k), widen(v), o32, lse, a);
   copy_into(o, o32);
 }
 
-void attention_backward_kernel(const KernelCall& c) {
-  const AttentionAttrs& a = c.attrs.attention;
-  Tensor &gq = c.output(0), &gk = c.output(1), &gv = c.output(2);
-  DType dt = c.input(0).dtype();
-  if (dt == DType::F64 || dt == DType::F32) {
-    auto run = [&](auto tag) {
-      using T = decltype(tag);
-      attention_backward<T>(c.input(0), c.input(1), c.input(2), c.input(3), c.input(4), c.input(5), gq, gk, gv, a);
-    };
-    return dt == DType::F64 ? run(double{}) : run(float{});
-  }
+// gq, gk, gv (=) of q, k, v; they may be strided views (attention_packed_backward's).
+void backward_any(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                  const Tensor& go, Tensor& gq, Tensor& gk, Tensor& gv, const AttentionAttrs& a) {
+  DType dt = q.dtype();
+  if (dt == DType::F64) return attention_backward<double>(q, k, v, o, lse, go, gq, gk, gv, a);
+  if (dt == DType::F32) return attention_backward<float>(q, k, v, o, lse, go, gq, gk, gv, a);
   Tensor gq32 = Tensor::empty(gq.shape(), DType::F32), gk32 = Tensor::empty(gk.shape(), DType::F32),
          gv32 = Tensor::empty(gv.shape(), DType::F32);
-  attention_backward<float>(widen(c.input(0)), widen(c.input(1)), widen(c.input(2)), widen(c.input(3)), c.input(4),
-                            widen(c.input(5)), gq32, gk32, gv32, a);
+  attention_backward<float>(widen(q), widen(k), widen(v), widen(o), lse, widen(go), gq32, gk32, gv32, a);
   copy_into(gq, gq32);
   copy_into(gk, gk32);
   copy_into(gv, gv32);
+}
+
+void attention_kernel(const KernelCall& c) {
+  forward_any(c.input(0), c.input(1), c.input(2), c.output(0), c.output(1), c.attrs.attention);
+}
+
+void attention_backward_kernel(const KernelCall& c) {
+  backward_any(c.input(0), c.input(1), c.input(2), c.input(3), c.input(4), c.input(5), c.output(0), c.output(1),
+               c.output(2), c.attrs.attention);
+}
+
+// A (B, T, X) operand of the packed ops with a unit-stride last dim (a copy only when it has none).
+Tensor unit_last(const Tensor& x) { return x.size(2) <= 1 || x.stride(2) == 1 ? x : contiguous_copy(x); }
+
+void attention_packed_kernel(const KernelCall& c) {
+  const AttentionAttrs& a = c.attrs.attention;
+  Tensor &o = c.output(0), &lse = c.output(1);
+  if (o.numel() == 0) return;  // no positions or no heads' width; lse then has nothing or is never read
+  Tensor qkv = unit_last(c.input(0));
+  Tensor oh = packed_heads(o, a.n_head, 1, 0);
+  forward_any(packed_heads(qkv, a.n_head, 3, 0), packed_heads(qkv, a.n_head, 3, 1), packed_heads(qkv, a.n_head, 3, 2),
+              oh, lse, a);
+}
+
+void attention_packed_backward_kernel(const KernelCall& c) {
+  const AttentionAttrs& a = c.attrs.attention;
+  Tensor& gqkv = c.output(0);
+  if (gqkv.numel() == 0) return;
+  const int64_t NH = a.n_head;
+  Tensor qkv = unit_last(c.input(0)), o = unit_last(c.input(1)), go = unit_last(c.input(3));
+  Tensor gq = packed_heads(gqkv, NH, 3, 0), gk = packed_heads(gqkv, NH, 3, 1), gv = packed_heads(gqkv, NH, 3, 2);
+  backward_any(packed_heads(qkv, NH, 3, 0), packed_heads(qkv, NH, 3, 1), packed_heads(qkv, NH, 3, 2),
+               packed_heads(o, NH, 1, 0), c.input(2), packed_heads(go, NH, 1, 0), gq, gk, gv, a);
 }
 
 void rotary_kernel(const KernelCall& c) {
@@ -190,6 +231,8 @@ void rotary_kernel(const KernelCall& c) {
 void register_attention_kernels(KernelRegistry& r) {
   r.set(DeviceType::CPU, OpId::attention, attention_kernel, kFloatTypes);
   r.set(DeviceType::CPU, OpId::attention_backward, attention_backward_kernel, kFloatTypes);
+  r.set(DeviceType::CPU, OpId::attention_packed, attention_packed_kernel, kFloatTypes);
+  r.set(DeviceType::CPU, OpId::attention_packed_backward, attention_packed_backward_kernel, kFloatTypes);
   r.set(DeviceType::CPU, OpId::rotary, rotary_kernel, kFloatTypes);
 }
 

@@ -28,6 +28,7 @@
 #include "core/cuda/attention_cudnn.h"
 #include "core/cuda/attention_tc.h"
 #include "core/cuda/common.cuh"
+#include "core/ops/layout.h"
 
 namespace modu::cuda {
 
@@ -418,12 +419,14 @@ void attention_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_i
 }
 
 template <class A>
-void attention_backward(const KernelCall& c, Tensor& gq, Tensor& gk, Tensor& gv) {
+void attention_backward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& o_in,
+                        const Tensor& lse_in, const Tensor& go_in, const AttentionAttrs& a, Tensor& gq, Tensor& gk,
+                        Tensor& gv) {
   DType ct = std::is_same_v<A, double> ? DType::F64 : DType::F32;
-  Tensor q = compute_operand(c.input(0), ct), k = compute_operand(c.input(1), ct), v = compute_operand(c.input(2), ct);
-  Tensor o = compute_operand(c.input(3), ct), go = compute_operand(c.input(5), ct);
-  Tensor lse = contiguous(c.input(4));
-  AttnGeom g = make_geom(q, k, c.attrs.attention);
+  Tensor q = compute_operand(q_in, ct), k = compute_operand(k_in, ct), v = compute_operand(v_in, ct);
+  Tensor o = compute_operand(o_in, ct), go = compute_operand(go_in, ct);
+  Tensor lse = contiguous(lse_in);
+  AttnGeom g = make_geom(q, k, a);
   set_strides(g.q_s, q);
   set_strides(g.k_s, k);
   set_strides(g.v_s, v);
@@ -465,11 +468,11 @@ void attention_backward(const KernelCall& c, Tensor& gq, Tensor& gk, Tensor& gv)
 
 bool is_half_type(DType t) { return t == DType::BF16 || t == DType::F16; }
 
-void attention_kernel(const KernelCall& c) {
-  Tensor &o = c.output(0), &lse = c.output(1);
-  const Tensor& q = c.input(0);
+// o (B, NH, T, HS) and lse of q, k, v on the path attention_path() picks; o may be a strided view with a unit-stride
+// last dim (attention_packed's), which every path but the flash kernel writes in place.
+void forward_any(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse, const AttentionAttrs& a) {
   if (o.numel() == 0 && lse.numel() == 0) return;
-  if (c.input(1).size(2) == 0) {  // no keys: softmax over nothing, as the CPU: o = 0, lse = -inf
+  if (k.size(2) == 0) {  // no keys: softmax over nothing, as the CPU: o = 0, lse = -inf
     fill(o, 0.0);
     fill(lse, -INFINITY);
     return;
@@ -477,72 +480,115 @@ void attention_kernel(const KernelCall& c) {
   DType dt = q.dtype();
   const AttentionPath path = attention_path(dt, q.size(3));
   if (path == AttentionPath::Cudnn) {
-    Tensor qc = compute_operand(q, dt), kc = compute_operand(c.input(1), dt), vc = compute_operand(c.input(2), dt);
-    if (attention_cudnn_unsupported(qc, kc, vc, c.attrs.attention).empty())
-      return attention_forward_cudnn(qc, kc, vc, o, lse, c.attrs.attention);
-    return attention_forward_gemm(qc, kc, vc, o, lse, c.attrs.attention);
+    Tensor qc = compute_operand(q, dt), kc = compute_operand(k, dt), vc = compute_operand(v, dt);
+    if (attention_cudnn_unsupported(qc, kc, vc, a).empty() && attention_cudnn_unsupported(o, o, o, a).empty())
+      return attention_forward_cudnn(qc, kc, vc, o, lse, a);
+    return attention_forward_gemm(qc, kc, vc, o, lse, a);
   }
-  if (path == AttentionPath::TensorCore && attention_tc_supported(q, c.input(1), c.input(2))) {
-    return attention_forward_tc(compute_operand(q, dt), compute_operand(c.input(1), dt),
-                                compute_operand(c.input(2), dt), o, lse, c.attrs.attention);
+  if (path == AttentionPath::TensorCore && attention_tc_supported(q, k, v)) {
+    return attention_forward_tc(compute_operand(q, dt), compute_operand(k, dt), compute_operand(v, dt), o, lse, a);
   }
   if (path != AttentionPath::Flash) {
-    return attention_forward_gemm(compute_operand(q, dt), compute_operand(c.input(1), dt),
-                                  compute_operand(c.input(2), dt), o, lse, c.attrs.attention);
+    return attention_forward_gemm(compute_operand(q, dt), compute_operand(k, dt), compute_operand(v, dt), o, lse, a);
   }
-  if (dt == DType::F64) return attention_forward<double>(q, c.input(1), c.input(2), o, lse, c.attrs.attention);
-  if (dt == DType::F32) return attention_forward<float>(q, c.input(1), c.input(2), o, lse, c.attrs.attention);
-  MODU_CHECK(is_half_type(dt), "attention: no CUDA kernel for ", dtype_name(dt));
-  Tensor o32 = Tensor::empty(o.shape(), DType::F32, o.device());
-  attention_forward<float>(q, c.input(1), c.input(2), o32, lse, c.attrs.attention);
-  copy_into(o, o32);
+  // The flash kernel writes a contiguous o in its accumulation type.
+  const bool direct = (dt == DType::F64 || dt == DType::F32) && o.is_contiguous();
+  Tensor out = direct ? o : Tensor::empty(o.shape(), dt == DType::F64 ? DType::F64 : DType::F32, o.device());
+  if (dt == DType::F64) {
+    attention_forward<double>(q, k, v, out, lse, a);
+  } else {
+    MODU_CHECK(dt == DType::F32 || is_half_type(dt), "attention: no CUDA kernel for ", dtype_name(dt));
+    attention_forward<float>(q, k, v, out, lse, a);
+  }
+  if (!direct) copy_into(o, out);
 }
 
-void attention_backward_kernel(const KernelCall& c) {
-  Tensor &gq = c.output(0), &gk = c.output(1), &gv = c.output(2);
-  DType dt = c.input(0).dtype();
-  if (c.input(1).size(2) == 0) {
+// gq, gk, gv (=) of q, k, v (B, NH, ., HS) from o, lse (the forward's) and go, on the forward's path; the gradients
+// may be strided views with unit-stride last dims (attention_packed_backward's).
+void backward_any(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                  const Tensor& go, Tensor& gq, Tensor& gk, Tensor& gv, const AttentionAttrs& a) {
+  DType dt = q.dtype();
+  if (k.size(2) == 0) {
     fill(gq, 0.0);
     return;
   }
   if (gq.numel() == 0 && gk.numel() == 0) return;
-  const AttentionPath path = attention_path(dt, c.input(0).size(3));
+  const AttentionPath path = attention_path(dt, q.size(3));
   if (path == AttentionPath::Cudnn) {  // the forward's choice, from the same operands
-    Tensor qc = compute_operand(c.input(0), dt), kc = compute_operand(c.input(1), dt),
-           vc = compute_operand(c.input(2), dt);
-    if (attention_cudnn_unsupported(qc, kc, vc, c.attrs.attention).empty()) {
-      // o and go as cuDNN takes them (contiguous copies when their strides are not multiples of 8).
-      auto aligned = [&](const Tensor& t) {
-        Tensor x = compute_operand(t, dt);
-        return attention_cudnn_unsupported(x, x, x, AttentionAttrs{}).empty() ? x : contiguous(x);
-      };
-      return attention_backward_cudnn(qc, kc, vc, aligned(c.input(3)), contiguous(c.input(4)), aligned(c.input(5)), gq,
-                                      gk, gv, c.attrs.attention);
+    Tensor qc = compute_operand(q, dt), kc = compute_operand(k, dt), vc = compute_operand(v, dt);
+    if (attention_cudnn_unsupported(qc, kc, vc, a).empty() && attention_cudnn_unsupported(o, o, o, a).empty()) {
+      // go as cuDNN takes it (a contiguous copy when its strides are not multiples of 8); the gradients are
+      // written in place when cuDNN takes their layout, else through contiguous temporaries.
+      Tensor goc = compute_operand(go, dt);
+      if (!attention_cudnn_unsupported(goc, goc, goc, AttentionAttrs{}).empty()) goc = contiguous(goc);
+      if (attention_cudnn_unsupported(gq, gk, gv, a).empty())
+        return attention_backward_cudnn(qc, kc, vc, o, contiguous(lse), goc, gq, gk, gv, a);
+      Tensor tq = Tensor::empty(gq.shape(), dt, gq.device()), tk = Tensor::empty(gk.shape(), dt, gk.device()),
+             tv = Tensor::empty(gv.shape(), dt, gv.device());
+      attention_backward_cudnn(qc, kc, vc, o, contiguous(lse), goc, tq, tk, tv, a);
+      copy_into(gq, tq);
+      copy_into(gk, tk);
+      copy_into(gv, tv);
+      return;
     }
-    return attention_backward_gemm(qc, kc, vc, contiguous(c.input(4)), compute_operand(c.input(5), dt), gq, gk, gv,
-                                   c.attrs.attention);
+    return attention_backward_gemm(qc, kc, vc, contiguous(lse), compute_operand(go, dt), gq, gk, gv, a);
   }
-  if (path == AttentionPath::TensorCore && attention_tc_supported(c.input(0), c.input(1), c.input(2))) {
-    return attention_backward_tc(compute_operand(c.input(0), dt), compute_operand(c.input(1), dt),
-                                 compute_operand(c.input(2), dt), compute_operand(c.input(3), dt),
-                                 contiguous(c.input(4)), compute_operand(c.input(5), dt), gq, gk, gv,
-                                 c.attrs.attention);
+  if (path == AttentionPath::TensorCore && attention_tc_supported(q, k, v)) {
+    return attention_backward_tc(compute_operand(q, dt), compute_operand(k, dt), compute_operand(v, dt),
+                                 compute_operand(o, dt), contiguous(lse), compute_operand(go, dt), gq, gk, gv, a);
   }
   if (path != AttentionPath::Flash) {
-    return attention_backward_gemm(compute_operand(c.input(0), dt), compute_operand(c.input(1), dt),
-                                   compute_operand(c.input(2), dt), contiguous(c.input(4)),
-                                   compute_operand(c.input(5), dt), gq, gk, gv, c.attrs.attention);
+    return attention_backward_gemm(compute_operand(q, dt), compute_operand(k, dt), compute_operand(v, dt),
+                                   contiguous(lse), compute_operand(go, dt), gq, gk, gv, a);
   }
-  if (dt == DType::F64) return attention_backward<double>(c, gq, gk, gv);
-  if (dt == DType::F32) return attention_backward<float>(c, gq, gk, gv);
-  MODU_CHECK(is_half_type(dt), "attention_backward: no CUDA kernel for ", dtype_name(dt));
-  Device d = gq.device();
-  Tensor gq32 = Tensor::empty(gq.shape(), DType::F32, d), gk32 = Tensor::empty(gk.shape(), DType::F32, d),
-         gv32 = Tensor::empty(gv.shape(), DType::F32, d);
-  attention_backward<float>(c, gq32, gk32, gv32);
-  copy_into(gq, gq32);
-  copy_into(gk, gk32);
-  copy_into(gv, gv32);
+  // The flash kernels write contiguous gradients in their accumulation type.
+  MODU_CHECK(dt == DType::F64 || dt == DType::F32 || is_half_type(dt), "attention_backward: no CUDA kernel for ",
+             dtype_name(dt));
+  const DType acc = dt == DType::F64 ? DType::F64 : DType::F32;
+  auto target = [&](Tensor& g) {
+    return g.dtype() == acc && g.is_contiguous() ? g : Tensor::empty(g.shape(), acc, g.device());
+  };
+  Tensor tq = target(gq), tk = target(gk), tv = target(gv);
+  if (dt == DType::F64) {
+    attention_backward<double>(q, k, v, o, lse, go, a, tq, tk, tv);
+  } else {
+    attention_backward<float>(q, k, v, o, lse, go, a, tq, tk, tv);
+  }
+  for (auto [dst, src] : {std::pair<Tensor*, Tensor*>{&gq, &tq}, {&gk, &tk}, {&gv, &tv}})
+    if (dst->data_ptr() != src->data_ptr() || dst->dtype() != src->dtype()) copy_into(*dst, *src);
+}
+
+void attention_kernel(const KernelCall& c) {
+  forward_any(c.input(0), c.input(1), c.input(2), c.output(0), c.output(1), c.attrs.attention);
+}
+
+void attention_backward_kernel(const KernelCall& c) {
+  backward_any(c.input(0), c.input(1), c.input(2), c.input(3), c.input(4), c.input(5), c.output(0), c.output(1),
+               c.output(2), c.attrs.attention);
+}
+
+// A (B, T, X) operand of the packed ops with a unit-stride last dim (a copy only when it has none).
+Tensor unit_last(const Tensor& x) { return x.size(2) <= 1 || x.stride(2) == 1 ? x : contiguous(x); }
+
+void attention_packed_kernel(const KernelCall& c) {
+  const AttentionAttrs& a = c.attrs.attention;
+  Tensor &o = c.output(0), &lse = c.output(1);
+  if (o.numel() == 0) return;
+  Tensor qkv = unit_last(c.input(0));
+  Tensor oh = packed_heads(o, a.n_head, 1, 0);
+  forward_any(packed_heads(qkv, a.n_head, 3, 0), packed_heads(qkv, a.n_head, 3, 1), packed_heads(qkv, a.n_head, 3, 2),
+              oh, lse, a);
+}
+
+void attention_packed_backward_kernel(const KernelCall& c) {
+  const AttentionAttrs& a = c.attrs.attention;
+  Tensor& gqkv = c.output(0);
+  if (gqkv.numel() == 0) return;
+  const int64_t NH = a.n_head;
+  Tensor qkv = unit_last(c.input(0)), o = unit_last(c.input(1)), go = unit_last(c.input(3));
+  Tensor gq = packed_heads(gqkv, NH, 3, 0), gk = packed_heads(gqkv, NH, 3, 1), gv = packed_heads(gqkv, NH, 3, 2);
+  backward_any(packed_heads(qkv, NH, 3, 0), packed_heads(qkv, NH, 3, 1), packed_heads(qkv, NH, 3, 2),
+               packed_heads(o, NH, 1, 0), c.input(2), packed_heads(go, NH, 1, 0), gq, gk, gv, a);
 }
 
 // ---- rotary --------------------------------------------------------------------------------------------------------
@@ -586,6 +632,8 @@ void register_attention_kernels(KernelRegistry& r) {
   const auto cuda = DeviceType::CUDA;
   r.set(cuda, OpId::attention, guarded<attention_kernel>, kFloatTypes);
   r.set(cuda, OpId::attention_backward, guarded<attention_backward_kernel>, kFloatTypes);
+  r.set(cuda, OpId::attention_packed, guarded<attention_packed_kernel>, kFloatTypes);
+  r.set(cuda, OpId::attention_packed_backward, guarded<attention_packed_backward_kernel>, kFloatTypes);
   r.set(cuda, OpId::rotary, guarded<rotary_launch>, kFloatTypes);
 }
 

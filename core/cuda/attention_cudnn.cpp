@@ -256,7 +256,9 @@ void attention_forward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, 
 void attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                               const Tensor& go, Tensor& gq, Tensor& gk, Tensor& gv, const AttentionAttrs& a) {
   require_supported(q, k, v, a);
-  const std::string why_o = attention_cudnn_unsupported(o, go, go, AttentionAttrs{a.scale, false});
+  AttentionAttrs unmasked = a;
+  unmasked.causal = false;
+  const std::string why_o = attention_cudnn_unsupported(o, go, go, unmasked);
   MODU_CHECK(why_o.empty(), "attention_backward (cudnn): the output or its gradient: ", why_o);
   MODU_CHECK(lse.is_contiguous() && lse.dtype() == DType::F32, "attention (cudnn): lse must be contiguous f32");
   load_cudnn();
@@ -288,12 +290,21 @@ void attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v,
 
 std::string attention_cudnn_validate(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionAttrs& a,
                                      int sm_version) {
-  const std::string why = attention_cudnn_unsupported(q, k, v, a);
-  if (!why.empty()) return "unsupported operands: " + why;
-  load_cudnn();
   // The outputs and the output gradient as dispatch allocates them: contiguous.
   auto like = [](const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), Device::cpu()); };
-  Tensor o = like(q), go = like(q), gq = like(q), gk = like(k), gv = like(v);
+  return attention_cudnn_validate(q, k, v, like(q), like(q), like(q), like(k), like(v), a, sm_version);
+}
+
+std::string attention_cudnn_validate(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                                     const Tensor& go, const Tensor& gq, const Tensor& gk, const Tensor& gv,
+                                     const AttentionAttrs& a, int sm_version) {
+  const std::string why = attention_cudnn_unsupported(q, k, v, a);
+  if (!why.empty()) return "unsupported operands: " + why;
+  const std::string why_out = attention_cudnn_unsupported(o, go, go, AttentionAttrs{});
+  if (!why_out.empty()) return "unsupported output or output gradient: " + why_out;
+  const std::string why_grads = attention_cudnn_unsupported(gq, gk, gv, a);
+  if (!why_grads.empty()) return "unsupported gradients: " + why_grads;
+  load_cudnn();
   std::string failures;
   auto check = [&](const char* what, const GraphPtr& g) {
     fe::error_t e = g->validate();
@@ -325,6 +336,10 @@ void attention_backward_cudnn(const Tensor&, const Tensor&, const Tensor&, const
   not_built();
 }
 std::string attention_cudnn_validate(const Tensor&, const Tensor&, const Tensor&, const AttentionAttrs&, int) {
+  not_built();
+}
+std::string attention_cudnn_validate(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                     const Tensor&, const Tensor&, const Tensor&, const AttentionAttrs&, int) {
   not_built();
 }
 

@@ -38,5 +38,9 @@ void attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v,
 // messages. Needs cuDNN loadable (as the path itself); tests/gpu/test_cudnn_graphs.cpp runs it in CI.
 std::string attention_cudnn_validate(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionAttrs& a,
                                      int sm_version);
+// The same with the outputs' layouts given (attention_packed writes o and the gradients as strided views).
+std::string attention_cudnn_validate(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                                     const Tensor& go, const Tensor& gq, const Tensor& gk, const Tensor& gv,
+                                     const AttentionAttrs& a, int sm_version);
 
 }  // namespace modu::cuda

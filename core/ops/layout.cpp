@@ -73,6 +73,16 @@ ReducePlan reduce_plan(const Tensor& x, uint32_t mask, bool allow_column) {
   return p;
 }
 
+Tensor packed_heads(const Tensor& x, int64_t n_head, int64_t parts, int64_t part) {
+  MODU_CHECK(x.dim() == 3 && n_head > 0 && parts > 0 && x.size(2) % (parts * n_head) == 0 && part >= 0 &&
+                 part < parts && (x.size(2) <= 1 || x.stride(2) == 1),
+             "packed_heads: need x (B, T, ", parts, " * ", n_head, " * HS) with a unit-stride last dim, got ",
+             describe(x));
+  const int64_t HS = x.size(2) / (parts * n_head);
+  return Tensor::make_view(x.storage(), Dims{x.size(0), n_head, x.size(1), HS}, Dims{x.stride(0), HS, x.stride(1), 1},
+                           x.offset() + part * n_head * HS, x.dtype());
+}
+
 ConvGeometry conv_geometry(const Tensor& x, const Tensor& w, const ConvAttrs& a) {
   ConvGeometry g{};
   g.N = x.size(0), g.C = x.size(1), g.H = x.size(2), g.W = x.size(3);

@@ -58,6 +58,11 @@ struct ReducePlan {
 };
 ReducePlan reduce_plan(const Tensor& x, uint32_t mask, bool allow_column = true);
 
+// Head views for attention_packed. x (B, T, P NH HS) with a unit-stride last dim holds P parts of NH heads each
+// (q | k | v for a packed projection, P = 3; the output o, P = 1); part p seen as (B, NH, T, HS), a view with
+// strides (x.stride(0), HS, x.stride(1), 1). Reads shape and strides only, like the rest of this file.
+Tensor packed_heads(const Tensor& x, int64_t n_head, int64_t parts, int64_t part);
+
 // conv2d geometry: x (N, C, H, W), w (O, C, KH, KW), output (N, O, OH, OW).
 struct ConvGeometry {
   int64_t N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW;

@@ -26,7 +26,7 @@ constexpr int kNumOps = 0
 #include "core/ops/op_table.def"
 #undef MODU_OP
     ;
-static_assert(kNumOps == 99,
+static_assert(kNumOps == 101,
               "op_table.def changed: update this count together with the kernels, "
               "derivatives.cpp and tests/core/op_cases.cpp");
 
@@ -76,6 +76,7 @@ struct DropoutAttrs {
 struct AttentionAttrs {
   double scale = 1;
   bool causal = true;
+  int32_t n_head = 0;  // attention_packed: the heads NH of the packed projection (0 for attention)
 };
 struct RotaryAttrs {
   bool inverse = false;  // rotate by -angle (the derivative)

@@ -2,6 +2,7 @@
 #include "core/ops/ops.h"
 
 #include <cmath>
+#include <cstdint>
 
 #include "core/small_vector.h"
 
@@ -271,6 +272,18 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   a.causal = causal;
   a.scale = scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   return call_op<2>(OpId::attention, a, {&q, &k, &v})[0];
+}
+
+Tensor attention_packed(const Tensor& qkv, int64_t n_head, bool causal, double scale) {
+  MODU_CHECK(n_head > 0 && n_head <= INT32_MAX, "attention_packed: n_head = ", n_head, " must be positive");
+  MODU_CHECK(qkv.dim() == 3 && qkv.size(2) % (3 * n_head) == 0, "attention_packed: need qkv (B, T, 3 * ", n_head,
+             " * HS), got ", describe(qkv));
+  AttentionAttrs a;
+  a.causal = causal;
+  a.n_head = static_cast<int32_t>(n_head);
+  const int64_t HS = qkv.size(2) / (3 * n_head);
+  a.scale = scale > 0 ? scale : 1.0 / std::sqrt(static_cast<double>(HS));
+  return call_op<2>(OpId::attention_packed, a, {&qkv})[0];
 }
 
 Tensor attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {

@@ -137,6 +137,10 @@ Tensor normal(const Dims& shape, double mean, double std, Generator& gen, DType 
 // ---- attention and positions -----------------------------------------------------------------------
 // q, k, v (B, NH, T, HS) -> (B, NH, T, HS); scale defaults to 1/sqrt(HS) when <= 0.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = true, double scale = 0);
+// Self-attention of a packed projection: qkv (B, T, 3C) holding q | k | v, each (B, T, NH, HS) with C = NH HS,
+// -> o (B, T, C), heads side by side (what the output projection takes). The same values as attention() on the
+// heads' permuted views, with no copy, split or concat in either direction; scale as attention's.
+Tensor attention_packed(const Tensor& qkv, int64_t n_head, bool causal = true, double scale = 0);
 // The same attention composed from matmul, masked_fill and softmax (reference for tests).
 Tensor attention_reference(const Tensor& q, const Tensor& k, const Tensor& v, bool causal = true,
                            double scale = 0);

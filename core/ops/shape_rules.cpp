@@ -386,6 +386,19 @@ void infer_outputs(OpId op, const OpAttrs& attrs, std::span<const Tensor* const>
       same_as(1, *in[1]);
       same_as(2, *in[2]);
       return;
+    case OpId::attention_packed: {
+      const Tensor& qkv = *in[0];
+      require_floating(op, qkv, "qkv");
+      const int64_t NH = attrs.attention.n_head;
+      MODU_CHECK(NH > 0 && qkv.dim() == 3 && qkv.size(2) % (3 * NH) == 0,
+                 "attention_packed: need qkv (B, T, 3 * NH * HS) with NH = n_head = ", NH, " > 0, got ", describe(qkv));
+      out[0] = {Dims{qkv.size(0), qkv.size(1), qkv.size(2) / 3}, qkv.dtype()};
+      out[1] = {Dims{qkv.size(0), NH, qkv.size(1)}, accumulate_dtype(qkv.dtype())};
+      return;
+    }
+    case OpId::attention_packed_backward:  // (qkv, o, lse, go) -> gqkv
+      same_as(0, *in[0]);
+      return;
     case OpId::rotary: {
       const Tensor &x = *in[0], &c = *in[1], &s = *in[2];
       require_floating(op, x, "input");

@@ -105,6 +105,16 @@ std::optional<DType> norm_output_dtype(const Tensor& x, bool allowed) {
 void set_norm_fusion(bool on) { g_norm_fusion.store(on); }
 bool norm_fusion() { return fused_norms(); }
 
+namespace {
+std::atomic<bool> g_packed_attention{[] {
+  const char* e = std::getenv("MODU_PACKED_ATTENTION");
+  return !(e && std::string(e) == "0");
+}()};
+}  // namespace
+
+void set_packed_attention(bool on) { g_packed_attention.store(on); }
+bool packed_attention() { return g_packed_attention.load(std::memory_order_relaxed); }
+
 namespace detail {
 // A named group of sub-modules (gives parameters their dotted names).
 struct Group : nn::Module {
@@ -231,6 +241,10 @@ class Block : public nn::Module {
     int64_t B = h.size(0), T = h.size(1), NH = c_.n_head / tp_size(), NKV = c_.kv_heads() / tp_size(),
             HS = c_.head_size(), C = NH * HS;
     int64_t past = cache ? cache->length : 0;
+    if (!c_.is_llama() && !cache && packed_attention()) {  // heads read and o written in place: no copies
+      Tensor o = attention_packed(c_attn->forward(h), NH, /*causal=*/true);  // (B, T, 3C) -> (B, T, C)
+      return row_parallel(*attn_proj, o);
+    }
     Tensor q, k, v;  // (B, T, heads, HS)
     if (!c_.is_llama()) {
       Tensor qkv = c_attn->forward(h);  // (B, T, 3C)

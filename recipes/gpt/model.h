@@ -91,6 +91,12 @@ struct DropoutKey {
 void set_norm_fusion(bool on);
 bool norm_fusion();
 
+// Packed attention (on by default; MODU_PACKED_ATTENTION=0 turns it off at start): GPT-2 blocks without a KV cache
+// run attention_packed on c_attn's (B, T, 3C) output, which reads the heads in place and writes o (B, T, C), so no
+// permute copy, split or concat runs in either direction. The values are the same either way; process-wide.
+void set_packed_attention(bool on);
+bool packed_attention();
+
 class Block;
 
 class GPT : public nn::Module {

@@ -394,6 +394,20 @@ std::vector<OpCase> build_cases() {
                       rand_tensor(Dims{1, 2, 5, 3}, dt, g)};
       },
       [](const Inputs& x) { return attention(x[0], x[1], x[2], false); }, {0, 1, 2}));
+  // Packed q | k | v (B, T, 3 NH HS) as GPT-2's c_attn writes it: NH = 2, HS = 4.
+  cs.push_back(make(
+      "attention_packed_causal", {OpId::attention_packed, OpId::attention_packed_backward},
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{2, 5, 24}, dt, g)};
+      },
+      [](const Inputs& x) { return attention_packed(x[0], 2, true); }, {0}));
+  // A strided qkv (a window of a wider tensor, as if the projection wrote more columns) without the mask, own scale.
+  cs.push_back(make(
+      "attention_packed_full_window", {OpId::attention_packed, OpId::attention_packed_backward},
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{1, 4, 27}, dt, g).narrow(2, 1, 18)};
+      },
+      [](const Inputs& x) { return attention_packed(x[0], 3, false, 0.6); }, {0}));
   cs.push_back(make(
       "rotary", {OpId::rotary},
       [](DType dt, Generator& g) {

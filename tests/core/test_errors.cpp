@@ -32,6 +32,11 @@ TEST(Errors, ShapeMismatchNamesOpAndShapes) {
   expect_error([&] { attention(Tensor::zeros(Dims{1, 2, 3, 4}), Tensor::zeros(Dims{1, 2, 3, 5}),
                                Tensor::zeros(Dims{1, 2, 3, 5})); },
                {"attention", "(B, NH, T, HS)"});
+  expect_error(
+      [&] {
+        attention_packed(Tensor::zeros(Dims{1, 2, 10}), 2);
+      },
+      {"attention_packed", "(B, T, 3 * 2 * HS)", "f32(1, 2, 10)"});
 }
 
 TEST(Errors, DTypeMismatchNamesOpAndDtypes) {

@@ -216,6 +216,7 @@ AttentionAttrs attention_attrs(const Attrs& a) {
   AttentionAttrs at;
   at.scale = a.d("scale");
   at.causal = a.b("causal");
+  if (a.has("n_head")) at.n_head = static_cast<int32_t>(a.i("n_head"));
   return at;
 }
 ConvAttrs conv_attrs(const Attrs& a) {
@@ -380,6 +381,12 @@ const std::map<std::string, Runner>& runners() {
     R["attention_backward"] = [](const Inputs& x, const Attrs& a) {
       return to_vec(
           call_op<3>(OpId::attention_backward, attention_attrs(a), {&x[0], &x[1], &x[2], &x[3], &x[4], &x[5]}));
+    };
+    R["attention_packed"] = [](const Inputs& x, const Attrs& a) {
+      return to_vec(call_op<2>(OpId::attention_packed, attention_attrs(a), {&x[0]}));
+    };
+    R["attention_packed_backward"] = [](const Inputs& x, const Attrs& a) {
+      return to_vec(call_op<1>(OpId::attention_packed_backward, attention_attrs(a), {&x[0], &x[1], &x[2], &x[3]}));
     };
     R["rotary"] = [](const Inputs& x, const Attrs& a) { return Outputs{rotary(x[0], x[1], x[2], a.b("inverse"))}; };
 

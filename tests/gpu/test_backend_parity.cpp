@@ -201,6 +201,16 @@ std::vector<test::OpCase> attention_tile_cases() {
                       rand_tensor(Dims{1, 2, 77, 48}, dt, g)};
       },
       [](const Inputs& x) { return attention(x[0], x[1], x[2], true); }));
+  // GPT-2's layout: packed qkv (B, T, 3 NH HS), HS = 64; cuDNN takes the head views and the strided outputs as
+  // they are, the other paths read them in place too.
+  cs.push_back(make(
+      "attention_tiles_packed_hs64",
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{2, 130, 384}, dt, g)};
+      },
+      [](const Inputs& x) { return attention_packed(x[0], 2, true); }));
+  cs.back().covers = {OpId::attention_packed, OpId::attention_packed_backward};
+  cs.back().grad_inputs = {0};
   return cs;
 }
 

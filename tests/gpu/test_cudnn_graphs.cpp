@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/cuda/attention_cudnn.h"
+#include "core/ops/layout.h"
 #include "core/ops/ops.h"
 
 using namespace modu;
@@ -53,6 +54,35 @@ TEST(CudnnGraphs, ValidateForTheShapesModuUses) {
       a.scale = c.scale;
       for (int sm : {80, 90}) {
         EXPECT_EQ(cuda::attention_cudnn_validate(q, k, v, a, sm), "")
+            << c.name << " " << dtype_name(dt) << " sm_" << sm;
+      }
+    }
+  }
+}
+
+// attention_packed's layouts (core/ops/layout.h: packed_heads): q, k, v, their gradients as thirds of packed
+// (B, T, 3C) tensors, o and its gradient as (B, T, C) head views; GPT-2 124M at T = 1024 and the GPU parity case.
+TEST(CudnnGraphs, ValidateAttentionPackedLayouts) {
+  struct Packed {
+    const char* name;
+    int64_t B, T, NH, HS;
+  };
+  for (DType dt : {DType::BF16, DType::F16}) {
+    for (const Packed& c : {Packed{"gpt2_124m", 8, 1024, 12, 64}, Packed{"tiles_packed_hs64", 2, 130, 2, 64}}) {
+      const int64_t C = c.NH * c.HS;
+      Tensor qkv = Tensor::zeros(Dims{c.B, c.T, 3 * C}, dt), gqkv = Tensor::zeros(Dims{c.B, c.T, 3 * C}, dt);
+      Tensor o = Tensor::zeros(Dims{c.B, c.T, C}, dt), go = Tensor::zeros(Dims{c.B, c.T, C}, dt);
+      auto part = [&](const Tensor& t, int64_t parts, int64_t i) { return packed_heads(t, c.NH, parts, i); };
+      AttentionAttrs a;
+      a.causal = true;
+      a.scale = 0.125;
+      a.n_head = static_cast<int32_t>(c.NH);
+      EXPECT_EQ(part(qkv, 3, 1).stride(2), 3 * C) << "k's positions step over the packed row";
+      for (int sm : {80, 90}) {
+        EXPECT_EQ(
+            cuda::attention_cudnn_validate(part(qkv, 3, 0), part(qkv, 3, 1), part(qkv, 3, 2), part(o, 1, 0),
+                                           part(go, 1, 0), part(gqkv, 3, 0), part(gqkv, 3, 1), part(gqkv, 3, 2), a, sm),
+            "")
             << c.name << " " << dtype_name(dt) << " sm_" << sm;
       }
     }

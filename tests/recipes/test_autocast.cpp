@@ -108,6 +108,53 @@ TEST_P(Autocast, TrainingTracksF32) {
 
 INSTANTIATE_TEST_SUITE_P(Arch, Autocast, ::testing::Values("gpt2", "llama"));
 
+namespace {
+// One forward and backward of a fresh tiny model (init seed 5) under autocast to `compute`: the loss, every
+// parameter's gradient (on the CPU) and how many times each op of `counted` was dispatched on dev.
+struct StepResult {
+  double loss = 0;
+  std::vector<Tensor> grads;
+  std::vector<int64_t> calls;
+};
+StepResult one_step(const std::string& arch, Device dev, DType compute, const Tensor& x, const Tensor& y,
+                    const std::vector<OpId>& counted) {
+  gpt::GPT model(tiny(arch));
+  model.init_weights(5);
+  model.to(dev);
+  auto count = [&](OpId op) { return dispatch_counters().calls[static_cast<int>(dev.type)][static_cast<int>(op)]; };
+  StepResult r;
+  for (OpId op : counted) r.calls.push_back(count(op));
+  Tensor loss;
+  {
+    nn::AutocastGuard ac(compute);
+    loss = model.loss(model.forward(x), y);
+  }
+  loss.backward();
+  for (size_t i = 0; i < counted.size(); ++i) r.calls[i] = count(counted[i]) - r.calls[i];
+  r.loss = loss.item();
+  for (const nn::ParamRef& p : model.parameters()) r.grads.push_back(p.tensor->grad().to(Device::cpu()));
+  return r;
+}
+// The same loss and gradients: bit for bit when tol is 0, else within tol of the loss and of each gradient's largest
+// element.
+void expect_same_step(const StepResult& a, const StepResult& b, double tol, const std::string& what) {
+  EXPECT_LE(std::abs(b.loss - a.loss), tol * std::abs(a.loss)) << what << ": loss " << a.loss << " vs " << b.loss;
+  ASSERT_EQ(a.grads.size(), b.grads.size());
+  for (size_t i = 0; i < a.grads.size(); ++i) {
+    std::vector<float> u = a.grads[i].to_vector<float>(), v = b.grads[i].to_vector<float>();
+    size_t differ = 0;
+    double scale = 0, worst = 0;
+    for (size_t k = 0; k < u.size(); ++k) {
+      differ += u[k] != v[k];
+      scale = std::max(scale, static_cast<double>(std::abs(u[k])));
+      worst = std::max(worst, static_cast<double>(std::abs(u[k] - v[k])));
+    }
+    EXPECT_LE(worst, tol * scale) << what << ": gradient " << i << " differs in " << differ << " of " << u.size()
+                                  << " elements, by up to " << worst;
+  }
+}
+}  // namespace
+
 // Norm fusion (recipes/gpt/model.h) changes which ops run, not what they compute: under autocast and in f32, one
 // forward and backward give the same loss and the same gradients with the fused add_layer_norm and bf16-writing
 // norms as with the separate add, norm and cast ops. On the CPU bit for bit (core/cpu/nn.cpp is built without
@@ -118,46 +165,48 @@ TEST_P(Autocast, FusedNormsGiveTheSameLossAndGradients) {
   Generator g(4);
   Tensor x = test::rand_indices(Dims{2, 16}, 97, g).to(dev), y = test::rand_indices(Dims{2, 16}, 97, g).to(dev);
   const bool was = gpt::norm_fusion();
+  const bool gpt2 = GetParam() == "gpt2";
   for (DType compute : {DType::BF16, DType::F32}) {
-    double losses[2];
-    std::vector<Tensor> grads[2];
-    int64_t fused_calls[2];
+    StepResult r[2];
     for (int fused = 0; fused < 2; ++fused) {
       gpt::set_norm_fusion(fused == 1);
-      gpt::GPT model(tiny(GetParam()));
-      model.init_weights(5);
-      model.to(dev);
-      const int64_t before =
-          dispatch_counters().calls[static_cast<int>(dev.type)][static_cast<int>(OpId::add_layer_norm)];
-      Tensor loss;
-      {
-        nn::AutocastGuard ac(compute);
-        loss = model.loss(model.forward(x), y);
-      }
-      loss.backward();
-      fused_calls[fused] =
-          dispatch_counters().calls[static_cast<int>(dev.type)][static_cast<int>(OpId::add_layer_norm)] - before;
-      losses[fused] = loss.item();
-      for (const nn::ParamRef& p : model.parameters()) grads[fused].push_back(p.tensor->grad().to(Device::cpu()));
+      r[fused] = one_step(GetParam(), dev, compute, x, y, {OpId::add_layer_norm});
     }
     gpt::set_norm_fusion(was);
-    const bool gpt2 = GetParam() == "gpt2";
-    EXPECT_EQ(fused_calls[0], 0);
-    EXPECT_EQ(fused_calls[1], gpt2 ? 2 : 0) << "one add_layer_norm per GPT-2 block";
-    const double tol = dev.is_cpu() ? 0.0 : 1e-6;
-    EXPECT_LE(std::abs(losses[1] - losses[0]), tol * std::abs(losses[0])) << dtype_name(compute);
-    ASSERT_EQ(grads[0].size(), grads[1].size());
-    for (size_t i = 0; i < grads[0].size(); ++i) {
-      std::vector<float> a = grads[0][i].to_vector<float>(), b = grads[1][i].to_vector<float>();
-      size_t differ = 0;
-      double scale = 0, worst = 0;
-      for (size_t k = 0; k < a.size(); ++k) {
-        differ += a[k] != b[k];
-        scale = std::max(scale, static_cast<double>(std::abs(a[k])));
-        worst = std::max(worst, static_cast<double>(std::abs(a[k] - b[k])));
-      }
-      EXPECT_LE(worst, tol * scale) << dtype_name(compute) << " gradient " << i << " differs in " << differ << " of "
-                                    << a.size() << " elements, by up to " << worst;
+    EXPECT_EQ(r[0].calls[0], 0);
+    EXPECT_EQ(r[1].calls[0], gpt2 ? 2 : 0) << "one add_layer_norm per GPT-2 block";
+    expect_same_step(r[0], r[1], dev.is_cpu() ? 0.0 : 1e-6, "fused norms, " + std::string(dtype_name(compute)));
+  }
+}
+
+// Packed attention (recipes/gpt/model.h) likewise: attention_packed on c_attn's output gives the loss and gradients
+// of attention on the permuted head views, bit for bit on the CPU (the same kernel code on views of the same
+// memory), and removes the permute copies (4 per block: o, and the q, k, v gradients) and the concat of the q, k, v
+// gradients (1 per block). On CUDA the paths may pick different GEMM algorithms for the new strides: 1e-6.
+TEST_P(Autocast, PackedAttentionGivesTheSameLossAndGradients) {
+  Device dev = test_device();
+  Generator g(6);
+  Tensor x = test::rand_indices(Dims{2, 16}, 97, g).to(dev), y = test::rand_indices(Dims{2, 16}, 97, g).to(dev);
+  const bool was = gpt::packed_attention();
+  const bool gpt2 = GetParam() == "gpt2";
+  const std::vector<OpId> counted{OpId::attention_packed, OpId::attention, OpId::copy, OpId::concat};
+  for (DType compute : {DType::BF16, DType::F32}) {
+    StepResult r[2];
+    for (int packed = 0; packed < 2; ++packed) {
+      gpt::set_packed_attention(packed == 1);
+      r[packed] = one_step(GetParam(), dev, compute, x, y, counted);
     }
+    gpt::set_packed_attention(was);
+    const std::string what = "packed attention, " + std::string(dtype_name(compute));
+    EXPECT_EQ(r[0].calls[0], 0) << what;
+    EXPECT_EQ(r[1].calls[0], gpt2 ? 2 : 0) << what << ": one attention_packed per GPT-2 block";
+    EXPECT_EQ(r[1].calls[1], gpt2 ? 0 : 2) << what;
+    if (gpt2) {
+      EXPECT_EQ(r[0].calls[2] - r[1].calls[2], 4 * 2) << what << ": copies saved";
+      EXPECT_EQ(r[0].calls[3] - r[1].calls[3], 2) << what << ": concats saved";
+    } else {
+      EXPECT_EQ(r[0].calls, r[1].calls) << what << ": Llama keeps its path";
+    }
+    expect_same_step(r[0], r[1], dev.is_cpu() ? 0.0 : 1e-6, what);
   }
 }
