@@ -41,6 +41,15 @@ GradientKind gradient_kind(OpId op);
 // Why an op has no gradient (for the coverage report); empty for differentiable ops.
 const char* not_differentiable_reason(OpId op);
 
+// Master gradients (on by default; MODU_MASTER_GRADIENTS=0 in the environment turns them off at start): when a
+// product's operand is autocast's 16-bit copy of an f32 parameter (nn/autocast.h), the product writes that
+// parameter's gradient in f32 directly (matmul_accumulate / sum_accumulate), and the copy's cast passes it on,
+// instead of rounding the gradient to 16 bits and widening it again with a cast. The f32 result is the same
+// number before rounding, so with them off each such gradient is exactly the bf16 rounding of the one with them
+// on. Process-wide.
+void set_master_gradients(bool on);
+bool master_gradients();
+
 // Number of tape nodes alive (tests; a freed graph drops to zero).
 int64_t live_nodes();
 

@@ -4,7 +4,10 @@
 // Invariant: every switch here lists every OpId and has no default, so an op added to op_table.def
 // without a gradient decision does not compile (-Werror=switch). Rules run with grad mode off and
 // receive g = the gradient of output 0 (outputs that carry no gradient are never read).
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "autograd/autograd.h"
 #include "autograd/node.h"
@@ -15,6 +18,33 @@ namespace modu::autograd {
 
 void recompute_backward(Node& node, std::vector<Tensor>& grad_in);  // recompute.cpp
 void function_backward(Node& node, std::vector<Tensor>& grad_in);   // function.cpp
+
+namespace {
+std::atomic<bool> g_master_gradients{[] {
+  const char* e = std::getenv("MODU_MASTER_GRADIENTS");
+  return !(e && std::string(e) == "0");
+}()};
+
+// Whether input i of n is autocast's 16-bit copy of an f32 parameter: a cast node from f32 whose input is a leaf,
+// reached directly or through permute/view nodes (a tied head's wte.t()), whose rules keep the gradient's dtype.
+// Its gradient may then be produced in f32 (autograd.h: master gradients).
+bool master_gradient(const Node& n, size_t i) {
+  if (!g_master_gradients.load(std::memory_order_relaxed)) return false;
+  const DType dt = n.input_meta[i].dtype;
+  if (dt != DType::BF16 && dt != DType::F16) return false;
+  const Edge* e = &n.next[i];
+  for (int hops = 0; hops < 4 && e->node; ++hops) {
+    const Node* m = as_node(e->node.get());
+    if (m->op == OpId::cast) return m->input_meta[0].dtype == DType::F32 && m->next[0].leaf;
+    if (m->op != OpId::permute && m->op != OpId::view) return false;
+    e = &m->next[0];
+  }
+  return false;
+}
+}  // namespace
+
+void set_master_gradients(bool on) { g_master_gradients.store(on); }
+bool master_gradients() { return g_master_gradients.load(std::memory_order_relaxed); }
 
 GradientKind gradient_kind(OpId op) {
   return not_differentiable_reason(op)[0] == '\0' ? GradientKind::Differentiable : GradientKind::NotDifferentiable;
@@ -275,7 +305,10 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
     case OpId::masked_fill: gi[0] = masked_fill(g, in(1), 0.0); return;
 
     // ---- reductions ----
-    case OpId::sum: gi[0] = expand_reduced(g, meta(0).shape, a.reduce); return;
+    case OpId::sum:  // sum_accumulate: g in the accumulation dtype, the gradient in x's
+      gi[0] = expand_reduced(g, meta(0).shape, a.reduce);
+      if (gi[0].dtype() != meta(0).dtype) gi[0] = cast(gi[0], meta(0).dtype);
+      return;
     case OpId::mean:
       gi[0] = mul_scalar(expand_reduced(g, meta(0).shape, a.reduce),
                          1.0 / static_cast<double>(reduced_count(meta(0).shape, a.reduce.dims_mask)));
@@ -300,16 +333,22 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
     // ---- linear algebra ----
     case OpId::matmul: {
       const Tensor &x = in(0), &w = in(1);
-      if (n.next[0].defined()) gi[0] = reduce_to(matmul(g, w.transpose(-2, -1)), n, 0);
+      // accumulate_out: the output (and so g) is f32 for 16-bit inputs; the products below take the inputs' dtype.
+      const Tensor gc = g.dtype() == x.dtype() ? g : cast(g, x.dtype());
+      if (n.next[0].defined()) gi[0] = reduce_to(matmul(gc, w.transpose(-2, -1)), n, 0);
       if (n.next[1].defined()) {
         if (w.dim() == 2 && x.dim() > 2) {  // fold x's batch into one product: (K, B*M) @ (B*M, N)
-          Tensor x2 = x.reshape(Dims{-1, x.size(-1)}), g2 = g.reshape(Dims{-1, g.size(-1)});
+          Tensor x2 = x.reshape(Dims{-1, x.size(-1)}), g2 = gc.reshape(Dims{-1, gc.size(-1)});
+          const bool master = master_gradient(n, 1);
+          auto product = [master](const Tensor& p, const Tensor& q) {
+            return master ? matmul_accumulate(p, q) : matmul(p, q);
+          };
           // w a transposed view (a tied head's wte.t()): produce the gradient in the layout of w's base,
           // (N, K) contiguous, so the base's gradient needs no copy.
           bool transposed = w.stride(0) == 1 && w.stride(1) == w.size(0) && w.size(0) > 1;
-          gi[1] = transposed ? matmul(g2.t(), x2).t() : matmul(x2.t(), g2);
+          gi[1] = transposed ? product(g2.t(), x2).t() : product(x2.t(), g2);
         } else {
-          gi[1] = reduce_to(matmul(x.transpose(-2, -1), g), n, 1);
+          gi[1] = reduce_to(matmul(x.transpose(-2, -1), gc), n, 1);
         }
       }
       return;
@@ -318,8 +357,11 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
       const Tensor &x = in(0), &w = in(1);
       if (n.next[0].defined()) gi[0] = matmul(g, w);
       Tensor g2 = g.reshape(Dims{-1, g.size(-1)});
-      if (n.next[1].defined()) gi[1] = matmul(g2.t(), x.reshape(Dims{-1, x.size(-1)}));
-      if (n.next[2].defined()) gi[2] = sum(g2, {0});
+      if (n.next[1].defined()) {
+        Tensor x2 = x.reshape(Dims{-1, x.size(-1)});
+        gi[1] = master_gradient(n, 1) ? matmul_accumulate(g2.t(), x2) : matmul(g2.t(), x2);
+      }
+      if (n.next[2].defined()) gi[2] = master_gradient(n, 2) ? sum_accumulate(g2, {0}) : sum(g2, {0});
       return;
     }
 
@@ -427,7 +469,9 @@ void apply_gradient_rule(Node& n, std::vector<Tensor>& gi) {
     }
 
     // ---- conversion and views ----
-    case OpId::cast: gi[0] = cast(g, meta(0).dtype); return;
+    case OpId::cast:  // g may already be in meta(0)'s dtype: a master gradient
+      gi[0] = g.dtype() == meta(0).dtype ? g : cast(g, meta(0).dtype);
+      return;
     case OpId::copy: gi[0] = g; return;
     case OpId::to_device: gi[0] = to_device(g, meta(0).device); return;
     case OpId::view: gi[0] = g.reshape(meta(0).shape); return;

@@ -109,7 +109,18 @@ struct Engine {
     }
   }
 
-  void add_to_slot(Tensor& slot, const Tensor& g) { slot = slot.defined() ? add(slot, g) : g; }
+  // A cast node's output gradient may arrive both in f32 (a master gradient, derivatives.cpp) and in the
+  // output's 16-bit dtype: the sum is taken in the wider dtype (the cast's rule takes either).
+  void add_to_slot(Tensor& slot, const Tensor& g) {
+    if (!slot.defined()) {
+      slot = g;
+    } else if (slot.dtype() == g.dtype()) {
+      slot = add(slot, g);
+    } else {
+      const DType wide = dtype_size(slot.dtype()) >= dtype_size(g.dtype()) ? slot.dtype() : g.dtype();
+      slot = add(slot.dtype() == wide ? slot : cast(slot, wide), g.dtype() == wide ? g : cast(g, wide));
+    }
+  }
 
   // Gradient slots of a node's outputs, made on first use.
   static Tensor& grad_slot(Node* n, uint32_t output_nr) {

@@ -1,7 +1,8 @@
 // nn/autocast.h — mixed precision: inside an AutocastGuard(bf16) scope, matrix products (Linear, the
 // model's LM head, attention and what feeds it) compute in bf16 while parameters stay f32 ("master
 // weights"): a layer casts its input and its weights to the compute dtype, and the cast's gradient
-// brings the weight gradients back to f32, so .grad and the optimizer see f32.
+// brings the weight gradients back to f32, so .grad and the optimizer see f32. With master gradients (on by
+// default, autograd/autograd.h) the products write those f32 gradients themselves and the casts pass them on.
 //
 // Invariants: the residual stream, normalisations and the loss stay in f32 (a block casts its
 // branch output back before the residual add); autocast never changes a parameter's dtype; the scope

@@ -88,10 +88,11 @@ void matmul_kernel(const KernelCall& c) {
     case DType::F32: return matmul_typed<float>(a, b, out);
     case DType::F64: return matmul_typed<double>(a, b, out);
     default: {
-      // bf16 / f16: widen to f32, multiply, round once.
+      // bf16 / f16: widen to f32, multiply, round once (not at all when the output is f32: accumulate_out).
       Tensor a32 = Tensor::empty(a.shape(), DType::F32), b32 = Tensor::empty(b.shape(), DType::F32);
       a32.copy_(a);
       b32.copy_(b);
+      if (out.dtype() == DType::F32) return matmul_typed<float>(a32, b32, out);
       Tensor o32 = Tensor::empty(out.shape(), DType::F32);
       matmul_typed<float>(a32, b32, o32);
       out.copy_(o32);

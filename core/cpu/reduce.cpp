@@ -51,10 +51,19 @@ void sum_mean_kernel(const KernelCall& c) {
     } else {
       using A = acc_t<scalar_t>;
       const scalar_t* in = static_cast<const scalar_t*>(L.rows.data_ptr());
+      // y in x's dtype (rounded from A by store) or, for sum_accumulate, in A itself.
+      const bool acc_out = y.dtype() != x.dtype();
       scalar_t* out = static_cast<scalar_t*>(y.data_ptr());
+      A* out_acc = static_cast<A*>(y.data_ptr());
+      auto put = [&](int64_t o, A v) {
+        if (acc_out)
+          out_acc[o] = v;
+        else
+          store(out + o, v);
+      };
       A scale = is_mean ? A(1) / A(L.inner > 0 ? L.inner : 1) : A(1);
       if (L.inner == 0) {
-        for (int64_t o = 0; o < L.outer; ++o) store(out + o, is_mean ? A(NAN) : A(0));
+        for (int64_t o = 0; o < L.outer; ++o) put(o, is_mean ? A(NAN) : A(0));
         return;
       }
       if (L.column) {
@@ -70,13 +79,13 @@ void sum_mean_kernel(const KernelCall& c) {
 #pragma omp simd
               for (int64_t k = 0; k < width; ++k) acc[k] += load(row + k);
             }
-            for (int64_t k = 0; k < width; ++k) store(out + c0 + k, acc[k] * scale);
+            for (int64_t k = 0; k < width; ++k) put(c0 + k, acc[k] * scale);
           }
         });
         return;
       }
       parallel_for(L.outer, L.inner, [&](int64_t o0, int64_t o1) {
-        for (int64_t o = o0; o < o1; ++o) store(out + o, row_sum(in + o * L.inner, L.inner) * scale);
+        for (int64_t o = o0; o < o1; ++o) put(o, row_sum(in + o * L.inner, L.inner) * scale);
       });
     }
   });

@@ -4,7 +4,8 @@
 // Invariants:
 //  - f32 GEMMs compute in true fp32 (CUBLAS_COMPUTE_32F, default math mode: no TF32), so CUDA agrees with
 //    the CPU to fp32 rounding; bf16/f16 multiply on tensor cores with fp32 accumulation and round once on
-//    output; f64 computes in fp64. Outputs are written (beta = 0), except where linear starts from the bias.
+//    output (or write the f32 accumulators: matmul's accumulate_out); f64 computes in fp64. Outputs are written (beta =
+//    0), except where linear starts from the bias.
 //  - Transposed views are passed as transposes, never copied (as core/cpu/matmul.cpp): an operand is copied
 //    only when neither its rows nor its columns are unit-stride.
 //  - matmul: batch dims broadcast (stride 0). When the right operand is shared by the whole batch and the
@@ -102,8 +103,8 @@ void matmul_kernel(const KernelCall& c) {
     b = contiguous(b);
     ob = {false, N};
   }
-  DType dt = a.dtype();
-  size_t es = dtype_size(dt);
+  DType dt = a.dtype(), ot = out.dtype();  // ot: f32 for bf16/f16 inputs under accumulate_out
+  size_t es = dtype_size(dt), eo = dtype_size(ot);
   MatmulBatch mb = matmul_batch(a, b, out, oa);
   int nb = mb.dims;
   int64_t batch = mb.count;
@@ -112,7 +113,7 @@ void matmul_kernel(const KernelCall& c) {
   const char* B = static_cast<const char*>(b.data_ptr());
   char* C = static_cast<char*>(out.data_ptr());
   if (mb.folds_into_rows) {
-    gemm(dt, dt, false, ob.trans, batch * M, N, K, 1.0, A, oa.ld, 0, B, ob.ld, 0, 0.0, C, N, 0, 1);
+    gemm(dt, ot, false, ob.trans, batch * M, N, K, 1.0, A, oa.ld, 0, B, ob.ld, 0, 0.0, C, N, 0, 1);
     return;
   }
   // Coalesce batch dims (size > 1) whose strides nest for all three operands.
@@ -155,8 +156,8 @@ void matmul_kernel(const KernelCall& c) {
       offb += idx * dims[i].sb;
       offc += idx * dims[i].sc;
     }
-    gemm(dt, dt, oa.trans, ob.trans, M, N, K, 1.0, A + offa * static_cast<int64_t>(es), oa.ld, inner.sa,
-         B + offb * static_cast<int64_t>(es), ob.ld, inner.sb, 0.0, C + offc * static_cast<int64_t>(es), N, inner.sc,
+    gemm(dt, ot, oa.trans, ob.trans, M, N, K, 1.0, A + offa * static_cast<int64_t>(es), oa.ld, inner.sa,
+         B + offb * static_cast<int64_t>(es), ob.ld, inner.sb, 0.0, C + offc * static_cast<int64_t>(eo), N, inner.sc,
          inner.size);
   }
 }

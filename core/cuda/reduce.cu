@@ -20,7 +20,7 @@ namespace modu::cuda {
 
 namespace {
 
-enum Finish : int { kOutScaled = 0, kAccMean = 1, kOutVar = 2 };
+enum Finish : int { kOutScaled = 0, kAccMean = 1, kOutVar = 2, kAccScaled = 3 };
 
 template <class T, class A>
 struct ReduceArgs {
@@ -42,6 +42,8 @@ __device__ __forceinline__ void finish_value(const ReduceArgs<T, A>& a, int64_t 
     st(a.out + o, static_cast<A>(total * a.scale));
   } else if constexpr (std::is_floating_point_v<A>) {
     if (a.finish == kAccMean) a.acc_out[o] = total / A(a.inner);
+    else if (a.finish == kAccScaled)
+      a.acc_out[o] = static_cast<A>(total * a.scale);
     else st(a.out + o, a.denom > A(0) ? total / a.denom : m_nan<A>());
   }
 }
@@ -187,9 +189,14 @@ void sum_mean_kernel(const KernelCall& c) {
       a.in = static_cast<const T*>(L.rows.data_ptr());
       a.outer = L.outer;
       a.inner = L.inner;
-      a.out = static_cast<T*>(y.data_ptr());
       a.scale = is_mean ? A(1) / A(L.inner) : A(1);
-      a.finish = kOutScaled;
+      if (y.dtype() != x.dtype()) {  // sum_accumulate: the f32 (f64) totals themselves
+        a.acc_out = static_cast<A*>(y.data_ptr());
+        a.finish = kAccScaled;
+      } else {
+        a.out = static_cast<T*>(y.data_ptr());
+        a.finish = kOutScaled;
+      }
       run_pass<T, A>(a, L.column, op_name(c.op));
     }
   });

@@ -43,6 +43,10 @@ struct ReduceAttrs {
   uint32_t dims_mask = 0;  // bit d set: reduce dim d; 0 = every dim
   bool keepdim = false;
   int32_t correction = 0;  // var only: divide by N - correction
+  bool accumulate_out = false;  // sum only: the result in x's accumulation dtype (f32 for bf16/f16), unrounded
+};
+struct MatmulAttrs {
+  bool accumulate_out = false;  // the product in the inputs' accumulation dtype (f32 for bf16/f16), unrounded
 };
 struct DimAttrs {
   int32_t dim = 0;  // normalised (non-negative) by the op's front end
@@ -130,6 +134,7 @@ union OpAttrs {
   ScalarAttrs scalar;
   ClampAttrs clamp;
   ReduceAttrs reduce;
+  MatmulAttrs matmul;
   DimAttrs dim;
   IndexAttrs index;
   CrossEntropyAttrs cross_entropy;
@@ -157,6 +162,7 @@ union OpAttrs {
   MODU_ATTR_CTOR(ScalarAttrs, scalar)
   MODU_ATTR_CTOR(ClampAttrs, clamp)
   MODU_ATTR_CTOR(ReduceAttrs, reduce)
+  MODU_ATTR_CTOR(MatmulAttrs, matmul)
   MODU_ATTR_CTOR(DimAttrs, dim)
   MODU_ATTR_CTOR(IndexAttrs, index)
   MODU_ATTR_CTOR(CrossEntropyAttrs, cross_entropy)

@@ -13,9 +13,9 @@ Tensor unary(OpId op, const Tensor& x, const OpAttrs& attrs = OpAttrs()) {
   const Tensor* in[] = {&x};
   return dispatch1(op, attrs, in);
 }
-Tensor binary(OpId op, const Tensor& a, const Tensor& b) {
+Tensor binary(OpId op, const Tensor& a, const Tensor& b, const OpAttrs& attrs = OpAttrs()) {
   const Tensor* in[] = {&a, &b};
-  return dispatch1(op, NoAttrs{}, in);
+  return dispatch1(op, attrs, in);
 }
 ReduceAttrs reduce_attrs(const Tensor& x, std::span<const int64_t> dims, bool keepdim, int64_t correction,
                          const char* op) {
@@ -100,6 +100,11 @@ Tensor sum(const Tensor& x, std::initializer_list<int64_t> dims, bool keepdim) {
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
   return reduce(OpId::sum, x, dims, keepdim);
 }
+Tensor sum_accumulate(const Tensor& x, std::initializer_list<int64_t> dims, bool keepdim) {
+  ReduceAttrs r = reduce_attrs(x, std::span<const int64_t>(dims.begin(), dims.size()), keepdim, 0, "sum");
+  r.accumulate_out = true;
+  return unary(OpId::sum, x, r);
+}
 Tensor mean(const Tensor& x, std::initializer_list<int64_t> dims, bool keepdim) {
   return reduce(OpId::mean, x, std::span<const int64_t>(dims.begin(), dims.size()), keepdim);
 }
@@ -147,6 +152,11 @@ Tensor sum_to_shape(const Tensor& x, const Dims& shape) {
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b) { return binary(OpId::matmul, a, b); }
+Tensor matmul_accumulate(const Tensor& a, const Tensor& b) {
+  MatmulAttrs m;
+  m.accumulate_out = true;
+  return binary(OpId::matmul, a, b, m);
+}
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   if (!b.defined()) return matmul(x, w.t());
   const Tensor* in[] = {&x, &w, &b};

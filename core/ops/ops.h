@@ -74,6 +74,8 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
 // ---- reductions (dims empty = all dims) -------------------------------------------------------------
 Tensor sum(const Tensor& x, std::initializer_list<int64_t> dims = {}, bool keepdim = false);
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+// The same sum with the result in x's accumulation dtype (f32 for bf16/f16 x; x's own otherwise), not rounded to x's.
+Tensor sum_accumulate(const Tensor& x, std::initializer_list<int64_t> dims, bool keepdim = false);
 Tensor mean(const Tensor& x, std::initializer_list<int64_t> dims = {}, bool keepdim = false);
 Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
 Tensor var(const Tensor& x, std::initializer_list<int64_t> dims = {}, int64_t correction = 1,
@@ -89,6 +91,9 @@ Tensor sum_to_shape(const Tensor& x, const Dims& shape);
 
 // ---- linear algebra -------------------------------------------------------------------------------
 Tensor matmul(const Tensor& a, const Tensor& b);
+// a @ b with the result in the inputs' accumulation dtype (f32 for bf16/f16 inputs; their own otherwise), not
+// rounded to theirs: autocast's weight gradients (autograd/derivatives.cpp: master gradients).
+Tensor matmul_accumulate(const Tensor& a, const Tensor& b);
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);  // x @ w^T + b; b may be undefined
 
 // ---- softmax and losses ---------------------------------------------------------------------------

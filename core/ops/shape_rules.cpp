@@ -125,7 +125,10 @@ void infer_outputs(OpId op, const OpAttrs& attrs, std::span<const Tensor* const>
       MODU_CHECK(in[0]->dim() == 0 || (r.dims_mask >> in[0]->dim()) == 0, op_name(op),
                  ": reduction dims out of range for ", describe(*in[0]));
       if (op != OpId::sum) require_floating(op, *in[0], "input");
-      out[0] = {reduced_shape(in[0]->shape(), r.dims_mask, r.keepdim), in[0]->dtype()};
+      MODU_CHECK(!r.accumulate_out || (op == OpId::sum && is_floating(in[0]->dtype())), op_name(op),
+                 ": a result in the accumulation dtype is for sum over floating inputs only");
+      out[0] = {reduced_shape(in[0]->shape(), r.dims_mask, r.keepdim),
+                r.accumulate_out ? accumulate_dtype(in[0]->dtype()) : in[0]->dtype()};
       return;
     }
     case OpId::sum_squares: {
@@ -167,7 +170,7 @@ void infer_outputs(OpId op, const OpAttrs& attrs, std::span<const Tensor* const>
       Dims s = broadcast_shapes(ba, bb, "matmul (batch dims)");
       s.push_back(a.size(-2));
       s.push_back(b.size(-1));
-      out[0] = {s, a.dtype()};
+      out[0] = {s, attrs.matmul.accumulate_out ? accumulate_dtype(a.dtype()) : a.dtype()};
       return;
     }
     case OpId::linear: {

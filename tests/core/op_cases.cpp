@@ -172,6 +172,20 @@ std::vector<OpCase> build_cases() {
   cs.push_back(make(
       "sum_all", {OpId::sum}, [](DType dt, Generator& g) { return Inputs{rand_tensor(Dims{3, 5}, dt, g, -1, 1, true)}; },
       [](const Inputs& x) { return sum(x[0]); }, {0}));
+  // The result in the accumulation dtype (f32 for bf16/f16): bias gradients under autocast (a column reduction)
+  // and a row reduction.
+  cs.push_back(make(
+      "sum_accumulate_columns", {OpId::sum},
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{7, 5}, dt, g)};
+      },
+      [](const Inputs& x) { return sum_accumulate(x[0], {0}); }, {0}));
+  cs.push_back(make(
+      "sum_accumulate_rows", {OpId::sum},
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{3, 9}, dt, g, -1, 1, true)};
+      },
+      [](const Inputs& x) { return sum_accumulate(x[0], {-1}, true); }, {0}));
   cs.push_back(make(
       "mean_keepdim", {OpId::mean}, [](DType dt, Generator& g) { return Inputs{rand_tensor(Dims{3, 4, 5}, dt, g)}; },
       [](const Inputs& x) { return mean(x[0], {1}, true); }, {0}));
@@ -205,6 +219,20 @@ std::vector<OpCase> build_cases() {
         return Inputs{rand_tensor(Dims{2, 1, 3, 4}, dt, g, -1, 1, true), rand_tensor(Dims{3, 4, 5}, dt, g)};
       },
       [](const Inputs& x) { return matmul(x[0], x[1]); }, {0, 1}));
+  // The product in the accumulation dtype (f32 for bf16/f16): autocast's weight gradients. Folded into one GEMM,
+  // and batched with a broadcast (the strided-batched path, whose output pointer steps in f32 elements).
+  cs.push_back(make(
+      "matmul_accumulate_fold", {OpId::matmul},
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{2, 3, 4}, dt, g), rand_tensor(Dims{4, 5}, dt, g, -1, 1, true)};
+      },
+      [](const Inputs& x) { return matmul_accumulate(x[0], x[1]); }, {0, 1}));
+  cs.push_back(make(
+      "matmul_accumulate_batched", {OpId::matmul},
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{2, 1, 3, 4}, dt, g), rand_tensor(Dims{3, 4, 5}, dt, g, -1, 1, true)};
+      },
+      [](const Inputs& x) { return matmul_accumulate(x[0], x[1]); }, {0, 1}));
   cs.push_back(make(
       "linear", {OpId::linear},
       [](DType dt, Generator& g) {

@@ -225,3 +225,70 @@ TEST(PaddedCrossEntropy, SameLossAndGradientAsTheSlice) {
     EXPECT_NE(std::string(e.what()).find("outside [0, 5)"), std::string::npos) << e.what();
   }
 }
+
+namespace {
+// f32 values rounded to bf16 and back.
+std::vector<float> bf16_rounded(const Tensor& t) { return t.to(DType::BF16).to(DType::F32).to_vector<float>(); }
+int64_t cpu_calls(OpId op) {
+  return dispatch_counters().calls[static_cast<int>(DeviceType::CPU)][static_cast<int>(op)];
+}
+}  // namespace
+
+// Master gradients (autograd.h): a linear whose weight and bias are bf16 casts of f32 parameters, and a tied-head
+// style product through cast -> t() -> matmul of a parameter also used in f32. With them on, the products write the
+// f32 gradients and no cast runs for them; with them off, each such gradient is exactly the bf16 rounding of the
+// f32 one (the same product, rounded), then widened by a cast. The tied parameter's gradient adds its f32 use.
+TEST(Autograd, MasterGradientsWriteF32ParameterGradientsDirectly) {
+  Generator gen(21);
+  Tensor x = uniform(Dims{2, 6, 8}, -1, 1, gen).to(DType::BF16);
+  Tensor w = uniform(Dims{5, 8}, -1, 1, gen).set_requires_grad(true);
+  Tensor b = uniform(Dims{5}, -1, 1, gen).set_requires_grad(true);
+  Tensor head = uniform(Dims{7, 5}, -1, 1, gen).set_requires_grad(true);
+  const bool was = autograd::master_gradients();
+  std::vector<float> gw[2], gb[2], gh[2];
+  int64_t casts[2];
+  for (int on = 0; on < 2; ++on) {
+    autograd::set_master_gradients(on == 1);
+    w.set_grad(Tensor()), b.set_grad(Tensor()), head.set_grad(Tensor());
+    Tensor y = linear(x, cast(w, DType::BF16), cast(b, DType::BF16));  // (2, 6, 5) bf16
+    Tensor z = matmul(y, cast(head, DType::BF16).t());                 // (2, 6, 7) bf16
+    Tensor loss = add(sum(cast(mul(z, z), DType::F32)), sum(mul(head, head)));
+    const int64_t before = cpu_calls(OpId::cast);
+    loss.backward();
+    casts[on] = cpu_calls(OpId::cast) - before;
+    for (const Tensor* p : {&w, &b, &head}) EXPECT_EQ(p->grad().dtype(), DType::F32);
+    gw[on] = w.grad().to_vector<float>(), gb[on] = b.grad().to_vector<float>(), gh[on] = head.grad().to_vector<float>();
+  }
+  autograd::set_master_gradients(was);
+  EXPECT_EQ(casts[0] - casts[1], 3) << "one cast fewer per parameter gradient (w, b, head)";
+  Tensor gw_on = Tensor::from_vector(gw[1], Dims{5, 8}), gb_on = Tensor::from_vector(gb[1], Dims{5});
+  EXPECT_EQ(gw[0], bf16_rounded(gw_on)) << "off: the on gradient rounded to bf16";
+  EXPECT_EQ(gb[0], bf16_rounded(gb_on));
+  EXPECT_NE(gw[0], gw[1]) << "the f32 gradient keeps bits that bf16 drops";
+  double scale = 0, worst = 0;
+  for (size_t i = 0; i < gh[0].size(); ++i) {
+    scale = std::max(scale, static_cast<double>(std::abs(gh[1][i])));
+    worst = std::max(worst, static_cast<double>(std::abs(gh[1][i] - gh[0][i])));
+  }
+  EXPECT_GT(worst, 0.0);
+  EXPECT_LE(worst, scale / 256) << "the tied parameter: its product part differs by bf16 rounding at most";
+}
+
+// A cast whose output feeds both a product (f32 master gradient) and another op (a bf16 gradient): the engine sums
+// the two in f32 and the parameter's gradient matches the f64 computation to bf16 accuracy.
+TEST(Autograd, GradientsOfMixedDtypesMeetingAtACastAreSummedInF32) {
+  Generator gen(22);
+  Tensor x = uniform(Dims{2, 4, 8}, -1, 1, gen).to(DType::BF16);  // 3-D: the product folds (a master gradient)
+  Tensor w = uniform(Dims{3, 8}, -1, 1, gen).set_requires_grad(true);
+  const bool was = autograd::master_gradients();
+  autograd::set_master_gradients(true);
+  Tensor wc = cast(w, DType::BF16);
+  Tensor loss = add(sum(cast(linear(x, wc, Tensor()), DType::F32)), sum(cast(mul(wc, wc), DType::F32)));
+  loss.backward();
+  autograd::set_master_gradients(was);
+  // d/dw [sum(x w^T) + sum(w^2)] = colsum(x) (per row of w) + 2 w
+  Tensor ref = add(sum(x.to(DType::F64), {0, 1}, true).view(Dims{1, 8}).expand(Dims{3, 8}),
+                   mul_scalar(w.detach().to(DType::F64), 2.0));
+  EXPECT_EQ(w.grad().dtype(), DType::F32);
+  EXPECT_LT(test::relative_error(w.grad(), ref.to(DType::F32)), 1.0 / 64);
+}

@@ -285,6 +285,10 @@ const std::map<std::string, Runner>& runners() {
       (*r)[name] = [f](const Inputs& x, const Attrs&) { return Outputs{f(x[0], x[1])}; };
 
     auto& R = *r;
+    R["matmul"] = [](const Inputs& x, const Attrs& a) {
+      const bool acc = a.has("accumulate_out") && a.b("accumulate_out");
+      return Outputs{acc ? matmul_accumulate(x[0], x[1]) : matmul(x[0], x[1])};
+    };
     R["add_scalar"] = [](const Inputs& x, const Attrs& a) { return Outputs{add_scalar(x[0], a.d("value"))}; };
     R["mul_scalar"] = [](const Inputs& x, const Attrs& a) { return Outputs{mul_scalar(x[0], a.d("value"))}; };
     R["pow_scalar"] = [](const Inputs& x, const Attrs& a) { return Outputs{pow_scalar(x[0], a.d("value"))}; };
@@ -292,7 +296,14 @@ const std::map<std::string, Runner>& runners() {
     R["where"] = [](const Inputs& x, const Attrs&) { return Outputs{where(x[0], x[1], x[2])}; };
     R["masked_fill"] = [](const Inputs& x, const Attrs& a) { return Outputs{masked_fill(x[0], x[1], a.d("value"))}; };
 
-    R["sum"] = [](const Inputs& x, const Attrs& a) { return Outputs{sum(x[0], a.list("dims"), a.b("keepdim"))}; };
+    R["sum"] = [](const Inputs& x, const Attrs& a) {
+      if (a.has("accumulate_out") && a.b("accumulate_out")) {  // one dim, as the fixture has it
+        std::vector<int64_t> dims = a.list("dims");
+        MODU_CHECK(dims.size() == 1, "sum fixture with accumulate_out: one dim");
+        return Outputs{sum_accumulate(x[0], {dims[0]}, a.b("keepdim"))};
+      }
+      return Outputs{sum(x[0], a.list("dims"), a.b("keepdim"))};
+    };
     R["mean"] = [](const Inputs& x, const Attrs& a) { return Outputs{mean(x[0], a.list("dims"), a.b("keepdim"))}; };
     R["var"] = [](const Inputs& x, const Attrs& a) {
       return Outputs{var_front_end(x[0], a.list("dims"), a.i("correction"), a.b("keepdim"))};

@@ -7,6 +7,7 @@
 
 #include "core/ops/dispatch.h"
 #include "core/ops/ops.h"
+#include "autograd/autograd.h"
 #include "nn/autocast.h"
 #include "optim/optim.h"
 #include "recipes/gpt/model.h"
@@ -209,4 +210,56 @@ TEST_P(Autocast, PackedAttentionGivesTheSameLossAndGradients) {
     }
     expect_same_step(r[0], r[1], dev.is_cpu() ? 0.0 : 1e-6, what);
   }
+}
+
+// Master gradients (autograd/autograd.h) change only how the parameters' gradients come back: the loss is the
+// same, and each gradient is either the same (norms, embeddings) or, with them off, exactly the bf16 rounding of
+// the f32 gradient the product writes with them on (every matrix and bias of the blocks, and Llama's lm_head). The
+// tied GPT-2 wte adds its embedding gradient, so it differs from that rounding by at most bf16's. One cast fewer
+// per such parameter. On CUDA the f32 and bf16 products may pick different GEMM algorithms: relation within 2^-8.
+TEST_P(Autocast, MasterGradientsAreTheUnroundedParameterGradients) {
+  Device dev = test_device();
+  Generator g(8);
+  Tensor x = test::rand_indices(Dims{2, 16}, 97, g).to(dev), y = test::rand_indices(Dims{2, 16}, 97, g).to(dev);
+  const bool was = autograd::master_gradients();
+  const bool gpt2 = GetParam() == "gpt2";
+  StepResult r[2];
+  for (int on = 0; on < 2; ++on) {
+    autograd::set_master_gradients(on == 1);
+    r[on] = one_step(GetParam(), dev, DType::BF16, x, y, {OpId::cast});
+  }
+  autograd::set_master_gradients(was);
+  EXPECT_EQ(r[0].loss, r[1].loss);
+  gpt::GPT names(tiny(GetParam()));
+  std::vector<nn::ParamRef> params = names.parameters();
+  ASSERT_EQ(params.size(), r[0].grads.size());
+  int same = 0, rounded = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    std::vector<float> off = r[0].grads[i].to_vector<float>(), on = r[1].grads[i].to_vector<float>();
+    std::vector<float> on_rounded = r[1].grads[i].to(DType::BF16).to(DType::F32).to_vector<float>();
+    const std::string& name = params[i].name;
+    if (off == on) {
+      ++same;
+    } else if (name == "wte.weight") {
+      double scale = 0, worst = 0;
+      for (size_t k = 0; k < on.size(); ++k) {
+        scale = std::max(scale, static_cast<double>(std::abs(on[k])));
+        worst = std::max(worst, static_cast<double>(std::abs(on[k] - off[k])));
+      }
+      EXPECT_LE(worst, scale / 256) << name;
+    } else {
+      ++rounded;
+      if (dev.is_cpu()) {
+        EXPECT_EQ(off, on_rounded) << name << ": off must be on's gradient rounded to bf16";
+      } else {
+        for (size_t k = 0; k < on.size(); ++k)
+          EXPECT_NEAR(off[k], on[k], std::abs(on[k]) / 256 + 1e-12) << name << " element " << k;
+      }
+    }
+  }
+  // gpt2 (2 blocks): c_attn, attn.c_proj, c_fc, mlp.c_proj weights and biases = 16; llama: q, k, v, o, gate, up,
+  // down per block = 14, and lm_head.
+  EXPECT_EQ(rounded, gpt2 ? 16 : 15);
+  EXPECT_EQ(r[0].calls[0] - r[1].calls[0], gpt2 ? 17 : 15) << "casts saved (the tied head's wte in gpt2)";
+  EXPECT_GT(same, 0);
 }
