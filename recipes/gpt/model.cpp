@@ -115,6 +115,8 @@ std::atomic<bool> g_packed_attention{[] {
 void set_packed_attention(bool on) { g_packed_attention.store(on); }
 bool packed_attention() { return g_packed_attention.load(std::memory_order_relaxed); }
 
+Tensor stream_sum(const ResidualStream& s) { return s.r.defined() ? add(s.x, s.r.to(s.x.dtype())) : s.x; }
+
 namespace detail {
 // A named group of sub-modules (gives parameters their dotted names).
 struct Group : nn::Module {
@@ -167,12 +169,22 @@ class Block : public nn::Module {
     }
   }
 
-  // x (B, T, C) -> (B, T, C). `cache` (with this block's layer index) holds earlier keys/values.
-  Tensor forward(const Tensor& x, KVCache* cache, size_t layer, const DropoutKey& drop, Generator& drop_gen,
-                 bool training, const Tensor& rope_cos, const Tensor& rope_sin) {
+  // Stream (B, T, C) -> stream (B, T, C). `cache` (with this block's layer index) holds earlier keys/values. A
+  // pending branch in `in` is added by ln_1 (GPT-2 with norm fusion); GPT-2 with norm fusion also leaves its own MLP
+  // branch pending in the result.
+  ResidualStream forward(const ResidualStream& in, KVCache* cache, size_t layer, const DropoutKey& drop,
+                         Generator& drop_gen, bool training, const Tensor& rope_cos, const Tensor& rope_sin) {
     const int64_t site = 1 + 2 * static_cast<int64_t>(layer);  // attention branch; the MLP's is site + 1
     double p = training ? c_.dropout : 0.0;
-    Tensor h = to_tp(c_.is_llama() ? norm(*in_norm, x) : norm(*ln_1, x));
+    const bool fuse = !c_.is_llama() && fused_norms();
+    Tensor x, h;
+    if (fuse && in.r.defined()) {
+      std::tie(x, h) = add_norm(*ln_1, in.x, in.r);
+    } else {
+      x = stream_sum(in);
+      h = c_.is_llama() ? norm(*in_norm, x) : norm(*ln_1, x);
+    }
+    h = to_tp(h);
     Tensor a = attention_part(h, cache, layer, rope_cos, rope_sin);  // the residual stream x stays f32
     // Sequence parallelism: x holds positions [r*T', (r+1)*T') of T = t*T'.
     const int64_t seq_offset = sp ? tp->rank() * x.size(1) : 0, seq_total = sp ? tp_size() * x.size(1) : 0;
@@ -192,9 +204,11 @@ class Block : public nn::Module {
       }
       m = row_parallel(*mlp_proj, gelu_tanh(c_fc->forward(to_tp(h2))));
     }
-    m = m.to(x1.dtype());
+    // Without dropout a pending branch stays in the compute dtype (add_layer_norm adds it in f32).
+    if (!fuse || p > 0) m = m.to(x1.dtype());
     if (p > 0) m = keyed_dropout(m, p, drop, site + 1, drop_gen, seq_offset, seq_total);
-    return add(x1, m);
+    if (fuse) return {x1, m};
+    return {add(x1, m), Tensor()};
   }
 
   parallel::Communicator* tp = nullptr;  // GPT::shard_tensor_parallel
@@ -357,9 +371,9 @@ Tensor GPT::forward(const Tensor& idx, KVCache* cache) {
   int64_t T = idx.size(1), past = cache ? cache->length : 0;
   MODU_CHECK(past + T <= config_.block_size, "GPT.forward: ", past + T, " positions exceed model.block_size ",
              config_.block_size);
-  Tensor x = blocks(embed(idx, past), 0, config_.n_layer, cache);
+  ResidualStream x = blocks_stream({embed(idx, past), Tensor()}, 0, config_.n_layer, cache);
   if (cache) cache->length += T;
-  return head(x);
+  return head_stream(x, Tensor());
 }
 
 Tensor GPT::embed(const Tensor& idx, int64_t past) {
@@ -386,38 +400,52 @@ Tensor GPT::embed(const Tensor& idx, int64_t past) {
 }
 
 Tensor GPT::blocks(const Tensor& input, int64_t begin, int64_t end, KVCache* cache) {
+  return stream_sum(blocks_stream({input, Tensor()}, begin, end, cache));
+}
+
+ResidualStream GPT::blocks_stream(ResidualStream s, int64_t begin, int64_t end, KVCache* cache) {
   MODU_CHECK(0 <= begin && begin <= end && end <= config_.n_layer, "GPT.blocks: layers [", begin, ", ", end,
              ") are not within the model's ", config_.n_layer);
   Device dev = wte_->weight().device();
   Tensor cos = rope_cos_.defined() ? rope_cos_.to(dev) : Tensor();  // cast to the queries' dtype per use
   Tensor sin = rope_sin_.defined() ? rope_sin_.to(dev) : Tensor();
-  Tensor x = input;
   for (size_t l = static_cast<size_t>(begin); l < static_cast<size_t>(end); ++l) {
     Block* b = blocks_[l].get();
     if (config_.recompute && training_ && !cache && grad_mode_enabled()) {
+      // A recomputed block takes and gives one tensor (the stream summed on both sides).
       bool train = training_;
       DropoutKey key = dropout_key_;  // recomputation (maybe after later forwards, under PP) replays these samples
-      x = autograd::checkpoint(
-          [this, b, l, train, key, cos, sin](const std::vector<Tensor>& in) {
-            return std::vector<Tensor>{b->forward(in[0], nullptr, l, key, dropout_gen_, train, cos, sin)};
-          },
-          {x})[0];
+      s = {autograd::checkpoint(
+               [this, b, l, train, key, cos, sin](const std::vector<Tensor>& in) {
+                 return std::vector<Tensor>{
+                     stream_sum(b->forward({in[0], Tensor()}, nullptr, l, key, dropout_gen_, train, cos, sin))};
+               },
+               {stream_sum(s)})[0],
+           Tensor()};
     } else {
-      x = b->forward(x, cache, l, dropout_key_, dropout_gen_, training_, cos, sin);
+      s = b->forward(s, cache, l, dropout_key_, dropout_gen_, training_, cos, sin);
     }
   }
-  return x;
+  return s;
 }
 
 Tensor GPT::head(const Tensor& slice_or_input, const Tensor& tied) {
+  return head_stream({slice_or_input, Tensor()}, tied);
+}
+
+Tensor GPT::head_stream(const ResidualStream& s, const Tensor& tied) {
   // Sequence parallelism: the slices gathered, the final norm replicated; the vocabulary-parallel head's
   // copy_to_tp_region sums the gradient of x over the ranks, so the gradient of the gathered x is whole on every
   // rank and the gather's backward keeps this rank's slice.
-  const Tensor input = sp_ ? parallel::gather_from_sequence_region(slice_or_input, *tp_, false) : slice_or_input;
+  const bool fuse = !config_.is_llama() && !sp_ && s.r.defined() && fused_norms();
+  const Tensor input = fuse  ? s.x
+                       : sp_ ? parallel::gather_from_sequence_region(stream_sum(s), *tp_, false)
+                             : stream_sum(s);
   // Without TP the final norm writes the autocast dtype directly (its output only feeds the head's product).
   const std::optional<DType> y_dtype = norm_output_dtype(input, tp_ == nullptr);
-  Tensor x = config_.is_llama() ? rms_norm(input, norm_f_->weight(), norm_f_->eps(), y_dtype)
-                                : layer_norm(input, ln_f_->weight(), ln_f_->bias(), ln_f_->eps(), y_dtype);
+  Tensor x = fuse                 ? add_layer_norm(s.x, s.r, ln_f_->weight(), ln_f_->bias(), ln_f_->eps(), y_dtype).y
+             : config_.is_llama() ? rms_norm(input, norm_f_->weight(), norm_f_->eps(), y_dtype)
+                                  : layer_norm(input, ln_f_->weight(), ln_f_->bias(), ln_f_->eps(), y_dtype);
   if (tp_) {  // vocabulary-parallel: (B, T, C) @ (C, Vp/t), the gradient of x summed over the TP group
     const Tensor& w = config_.is_llama() ? lm_head_->weight() : (tied.defined() ? tied : wte_->weight());
     return matmul(nn::autocast(parallel::copy_to_tp_region(x, *tp_)), nn::autocast(w).t());

@@ -85,7 +85,8 @@ struct DropoutKey {
 };
 
 // Norm fusion (on by default; MODU_NORM_FUSION=0 in the environment turns it off at start): the GPT-2 block's
-// attention residual add and ln_2 run as one add_layer_norm op, and without TP every norm writes the autocast
+// attention residual add and ln_2 run as one add_layer_norm op, its MLP residual add runs in the next block's ln_1
+// (or ln_f; ResidualStream) without a cast of the bf16 branch, and without TP every norm writes the autocast
 // dtype directly instead of f32 followed by a cast. The values are the same either way (the unfused path is kept
 // for comparison); process-wide.
 void set_norm_fusion(bool on);
@@ -98,6 +99,14 @@ void set_packed_attention(bool on);
 bool packed_attention();
 
 class Block;
+
+// The residual stream between GPT-2 blocks as x + r, r a block's MLP branch not yet added (undefined: none). With
+// norm fusion the next block's ln_1 (or ln_f) adds it in the same op (add_layer_norm), so no separate add, and a
+// bf16 branch needs no cast to f32 first. stream_sum() is x + r as one tensor.
+struct ResidualStream {
+  Tensor x, r;
+};
+Tensor stream_sum(const ResidualStream& s);
 
 class GPT : public nn::Module {
  public:
@@ -169,6 +178,8 @@ class GPT : public nn::Module {
   parallel::Communicator* tp_ = nullptr;  // shard_tensor_parallel
   bool sp_ = false;                       // shard_tensor_parallel: sequence parallelism
   int tp_size() const;
+  ResidualStream blocks_stream(ResidualStream in, int64_t begin, int64_t end, KVCache* cache);
+  Tensor head_stream(const ResidualStream& in, const Tensor& tied);
 };
 
 }  // namespace modu::gpt
