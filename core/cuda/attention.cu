@@ -28,7 +28,7 @@
 #include "core/cuda/attention_cudnn.h"
 #include "core/cuda/attention_tc.h"
 #include "core/cuda/common.cuh"
-#include "core/ops/layout.h"
+#include "core/ops/attention_packed.h"
 
 namespace modu::cuda {
 
@@ -567,28 +567,12 @@ void attention_backward_kernel(const KernelCall& c) {
                c.output(2), c.attrs.attention);
 }
 
-// A (B, T, X) operand of the packed ops with a unit-stride last dim (a copy only when it has none).
-Tensor unit_last(const Tensor& x) { return x.size(2) <= 1 || x.stride(2) == 1 ? x : contiguous(x); }
+Tensor contiguous_copy(const Tensor& x) { return contiguous(x); }
 
-void attention_packed_kernel(const KernelCall& c) {
-  const AttentionAttrs& a = c.attrs.attention;
-  Tensor &o = c.output(0), &lse = c.output(1);
-  if (o.numel() == 0) return;
-  Tensor qkv = unit_last(c.input(0));
-  Tensor oh = packed_heads(o, a.n_head, 1, 0);
-  forward_any(packed_heads(qkv, a.n_head, 3, 0), packed_heads(qkv, a.n_head, 3, 1), packed_heads(qkv, a.n_head, 3, 2),
-              oh, lse, a);
-}
+void attention_packed_kernel(const KernelCall& c) { run_attention_packed(c, contiguous_copy, forward_any); }
 
 void attention_packed_backward_kernel(const KernelCall& c) {
-  const AttentionAttrs& a = c.attrs.attention;
-  Tensor& gqkv = c.output(0);
-  if (gqkv.numel() == 0) return;
-  const int64_t NH = a.n_head;
-  Tensor qkv = unit_last(c.input(0)), o = unit_last(c.input(1)), go = unit_last(c.input(3));
-  Tensor gq = packed_heads(gqkv, NH, 3, 0), gk = packed_heads(gqkv, NH, 3, 1), gv = packed_heads(gqkv, NH, 3, 2);
-  backward_any(packed_heads(qkv, NH, 3, 0), packed_heads(qkv, NH, 3, 1), packed_heads(qkv, NH, 3, 2),
-               packed_heads(o, NH, 1, 0), c.input(2), packed_heads(go, NH, 1, 0), gq, gk, gv, a);
+  run_attention_packed_backward(c, contiguous_copy, backward_any);
 }
 
 // ---- rotary --------------------------------------------------------------------------------------------------------
