@@ -3,7 +3,8 @@
 // MPI backend: every operation of a communicator is queued to that communicator's worker thread, which
 // runs them in issue order with blocking MPI calls (MPI_THREAD_MULTIPLE, so the workers of several
 // communicators may be inside MPI at once); point-to-point send / recv wait by MPI_Test with short sleeps
-// (wait_gently) rather than busy-polling, so a rank waiting for its peer leaves the core to compute.
+// (wait_gently) rather than busy-polling, so a rank waiting for its peer leaves the core to compute. MPI's own
+// threads and the workers block the stop signals (StopSignalsBlocked): SIGTERM to a rank reaches its main thread.
 // all_reduce, reduce_scatter and all_gather are rings over MPI point-to-point written here rather than MPI's own
 // collectives, so that (1) the reduction order is fixed and the result bit-identical on every rank and (2) the
 // bytes sent are known exactly.
@@ -19,6 +20,8 @@
 #include "parallel/comm.h"
 
 #include <mpi.h>
+#include <pthread.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
@@ -196,6 +199,26 @@ void wait_gently(MPI_Request* request, const char* what) {
   }
 }
 
+// Blocks the stop signals (SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2: what `modu train` and launch/mpirun.sh
+// handle) in the calling thread while it lives, so that the threads started meanwhile inherit the block: MPI's
+// own threads (started by MPI_Init_thread) and the communicators' workers. The process's stop signals then
+// reach the main thread, whose handler only sets a flag, never a thread inside an MPI call.
+class StopSignalsBlocked {
+ public:
+  StopSignalsBlocked() {
+    sigset_t stops;
+    sigemptyset(&stops);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) sigaddset(&stops, sig);
+    pthread_sigmask(SIG_BLOCK, &stops, &previous_);
+  }
+  ~StopSignalsBlocked() { pthread_sigmask(SIG_SETMASK, &previous_, nullptr); }
+  StopSignalsBlocked(const StopSignalsBlocked&) = delete;
+  StopSignalsBlocked& operator=(const StopSignalsBlocked&) = delete;
+
+ private:
+  sigset_t previous_;
+};
+
 // MPI once per process: initialised on first use, finalised at exit (after the world communicator, which is
 // created later and so destroyed earlier).
 struct MpiRuntime {
@@ -204,6 +227,7 @@ struct MpiRuntime {
     MPI_Initialized(&initialized);
     if (!initialized) {
       int provided = 0;
+      StopSignalsBlocked in_mpi_threads;
       MODU_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided), "MPI_Init_thread");
       owns = true;
       MODU_CHECK(provided >= MPI_THREAD_MULTIPLE, "this MPI library does not provide MPI_THREAD_MULTIPLE (got level ",
@@ -275,6 +299,7 @@ class MpiCommunicator final : public Communicator {
     MODU_MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &size_);
+    StopSignalsBlocked in_worker;
     worker_ = std::thread([this] { work_loop(); });
   }
   ~MpiCommunicator() override {

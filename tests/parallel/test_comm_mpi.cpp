@@ -1,8 +1,14 @@
 // Tests of the MPI communicator (parallel/comm.h), run on several ranks by CTest through
 // tests/parallel/mpirun.sh (every rank runs every test; a failure on any rank fails the job).
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
 
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <numeric>
+#include <string>
 
 #include "parallel/comm.h"
 #include "parallel/mesh.h"
@@ -19,12 +25,45 @@ Tensor rank_vector(int rank, int64_t n, DType dtype = DType::F32) {
   return Tensor::from_vector(v, Dims{n}, dtype);
 }
 
+// The blocked-signal mask of thread `tid` of this process (SigBlk in /proc/self/task/TID/status).
+uint64_t blocked_signals(const std::string& tid) {
+  std::ifstream status("/proc/self/task/" + tid + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("SigBlk:", 0) == 0) return std::stoull(line.substr(7), nullptr, 16);
+  ADD_FAILURE() << "no SigBlk line for thread " << tid;
+  return 0;
+}
+
 }  // namespace
 
 TEST(Mpi, WorldIsMpiUnderTheLauncher) {
   ASSERT_TRUE(launched_by_mpi()) << "run this test under mpirun (tests/parallel/mpirun.sh)";
   EXPECT_EQ(world().backend(), "mpi");
   EXPECT_GE(world().size(), 2);
+}
+
+// SIGTERM to a rank must reach its main thread (whose handler in `modu train` sets the stop flag), never a
+// thread inside an MPI call: MPI's own threads and the communicators' workers block the stop signals.
+TEST(Mpi, StopSignalsReachOnlyTheMainThread) {
+  Communicator& w = world();
+  MeshGroups g = make_groups(w, Mesh::make(w.size(), 1, 1));  // a split: one more worker thread
+  const std::string main_tid = std::to_string(::getpid());
+  int others = 0;
+  for (const std::filesystem::directory_entry& t : std::filesystem::directory_iterator("/proc/self/task")) {
+    const std::string tid = t.path().filename().string();
+    const uint64_t blocked = blocked_signals(tid);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2}) {
+      const bool is_blocked = (blocked >> (sig - 1)) & 1;
+      if (tid == main_tid) {
+        EXPECT_FALSE(is_blocked) << "the main thread blocks signal " << sig;
+      } else {
+        EXPECT_TRUE(is_blocked) << "thread " << tid << " does not block signal " << sig;
+      }
+    }
+    others += tid != main_tid;
+  }
+  EXPECT_GE(others, 2) << "expected the world's and the split's worker threads at least";
+  w.barrier();
 }
 
 TEST(Mpi, AllReduceSumAndAverage) {

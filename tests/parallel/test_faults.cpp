@@ -29,6 +29,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "checkpoint/checkpoint.h"
 
@@ -142,6 +143,31 @@ struct Job {
   fs::path root() const { return out / "checkpoints"; }
   std::string output() const { return read_text(log); }
 
+  // What a failed expectation prints: how the job ended and the last 60 lines of its output without the
+  // effective recipes (each rank prints one; they would fill a CI excerpt and hide the end, where mpirun and
+  // a failing rank say what happened).
+  std::string report() const {
+    std::string how = !status                ? "still running"
+                      : WIFEXITED(*status)   ? "exited " + std::to_string(WEXITSTATUS(*status))
+                      : WIFSIGNALED(*status) ? "killed by signal " + std::to_string(WTERMSIG(*status))
+                                             : "ended with status " + std::to_string(*status);
+    std::vector<std::string> kept;
+    std::istringstream in(output());
+    bool in_recipe = false;
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("# effective recipe:", 0) == 0)
+        in_recipe = true;
+      else if (in_recipe && !line.empty() && line[0] != '[' && line.find(" = ") == std::string::npos)
+        in_recipe = false;  // the first line that is not TOML ends it
+      if (!in_recipe) kept.push_back(line);
+    }
+    const size_t first = kept.size() > 60 ? kept.size() - 60 : 0;
+    std::string text = "job " + name + ": " + how + "; its output" + (first > 0 ? " (last 60 lines)" : "") +
+                       ", effective recipes left out:\n";
+    for (size_t i = first; i < kept.size(); ++i) text += kept[i] + "\n";
+    return text;
+  }
+
   // The pid of rank `rank` of this job (its environment has OMPI_COMM_WORLD_RANK), or -1.
   pid_t rank_pid(int rank) const {
     const std::string want_job = "MODU_FAULT_TEST_JOB=" + tag(),
@@ -182,7 +208,7 @@ struct Job {
 // `latest` names a committed checkpoint of both ranks whose every shard and piece checks out; returns its step.
 int64_t expect_latest_intact(const Job& job) {
   std::optional<int64_t> step = checkpoint::latest_step(job.root());
-  EXPECT_TRUE(step.has_value()) << job.output();
+  EXPECT_TRUE(step.has_value()) << job.report();
   if (!step) return -1;
   EXPECT_TRUE(checkpoint::is_committed(job.root(), *step));
   checkpoint::Checkpoint ck = checkpoint::Checkpoint::open(job.root());  // verifies every shard's checksum
@@ -197,24 +223,24 @@ int64_t expect_latest_intact(const Job& job) {
 void expect_resumes(const Job& job, int64_t from, int64_t steps, const std::string& extra_set = "train.log_every=1") {
   Job again(job.name + "_resumed",
             {"train.out_dir=" + job.out.string(), "train.steps=" + std::to_string(steps), extra_set});
-  ASSERT_TRUE(again.wait(60)) << again.output();
+  ASSERT_TRUE(again.wait(60)) << again.report();
   const std::string log = again.output();
-  EXPECT_EQ(again.exit_code(), 0) << log;
+  EXPECT_EQ(again.exit_code(), 0) << again.report();
   EXPECT_NE(log.find("resumed from " + (job.root() / checkpoint::step_dir_name(from)).string() + " at step " +
                      std::to_string(from)),
             std::string::npos)
-      << log;
-  EXPECT_EQ(checkpoint::latest_step(job.root()).value_or(-1), steps) << log;
+      << again.report();
+  EXPECT_EQ(checkpoint::latest_step(job.root()).value_or(-1), steps) << again.report();
 }
 
 // The job ended after a rank was SIGKILLed: non-zero exit within 60 s, and the output names the lost rank.
 void expect_ended_naming(Job& job, int rank, Clock::time_point killed_at, const char* what) {
-  ASSERT_TRUE(job.wait(60)) << "the job did not end within 60 s of SIGKILL to rank " << rank << "\n" << job.output();
+  ASSERT_TRUE(job.wait(60)) << "the job did not end within 60 s of SIGKILL to rank " << rank << "\n" << job.report();
   const double took = seconds_since(killed_at);
   std::printf("[ figures  ] %s: the job ended %.2f s after SIGKILL to rank %d\n", what, took, rank);
   EXPECT_NE(job.exit_code(), 0);
   const std::string log = job.output();
-  EXPECT_TRUE(std::regex_search(log, std::regex("rank " + std::to_string(rank) + "\\b[^\n]*signal 9"))) << log;
+  EXPECT_TRUE(std::regex_search(log, std::regex("rank " + std::to_string(rank) + "\\b[^\n]*signal 9"))) << job.report();
 }
 
 std::set<fs::path> temp_folders(const fs::path& root) {
@@ -226,7 +252,7 @@ std::set<fs::path> temp_folders(const fs::path& root) {
 
 TEST(Faults, RankKilledMidRunEndsTheJobAndLatestResumes) {
   Job job("killed_mid_run", {"train.checkpoint_every=2"});
-  ASSERT_TRUE(poll_until([&] { return checkpoint::latest_step(job.root()).value_or(0) >= 4; }, 60)) << job.output();
+  ASSERT_TRUE(poll_until([&] { return checkpoint::latest_step(job.root()).value_or(0) >= 4; }, 60)) << job.report();
   pid_t victim = job.rank_pid(1);
   ASSERT_GT(victim, 0);
   ASSERT_EQ(::kill(victim, SIGKILL), 0);
@@ -245,7 +271,7 @@ void killed_mid_save(int rank, const std::string& point) {
                           point);
   std::smatch m;
   std::string log;
-  ASSERT_TRUE(poll_until([&] { return std::regex_search(log = job.output(), m, paused); }, 60)) << log;
+  ASSERT_TRUE(poll_until([&] { return std::regex_search(log = job.output(), m, paused); }, 60)) << job.report();
   ASSERT_EQ(::kill(static_cast<pid_t>(std::stol(m[1].str())), SIGKILL), 0);
   const Clock::time_point killed_at = Clock::now();
   expect_ended_naming(job, rank, killed_at, ("in the save, rank " + std::to_string(rank) + " at " + point).c_str());
@@ -271,18 +297,18 @@ TEST(Faults, CommitterKilledAfterTheManifestLeavesTheLastCommittedCheckpoint) {
 // the step every rank finished, holding every rank's shard and optimizer-state pieces.
 void sigterm_stops_all_ranks_together(const std::string& name, bool to_one_rank) {
   Job job(name, {"train.checkpoint_every=0", "parallel.zero=1"});
-  ASSERT_TRUE(poll_until([&] { return job.output().find("\nstep 3/") != std::string::npos; }, 60)) << job.output();
+  ASSERT_TRUE(poll_until([&] { return job.output().find("\nstep 3/") != std::string::npos; }, 60)) << job.report();
   const pid_t target = to_one_rank ? job.rank_pid(1) : job.pid;
   ASSERT_GT(target, 0);
   ASSERT_EQ(::kill(target, SIGTERM), 0);
   const Clock::time_point signalled_at = Clock::now();
-  ASSERT_TRUE(job.wait(60)) << job.output();
+  ASSERT_TRUE(job.wait(60)) << job.report();
   std::printf("[ figures  ] SIGTERM to %s: the job exited %.2f s later\n", to_one_rank ? "rank 1" : "the job",
               seconds_since(signalled_at));
   const std::string log = job.output();
-  EXPECT_EQ(job.exit_code(), 0) << log;  // mpirun's: 0 only when every rank exited 0
+  EXPECT_EQ(job.exit_code(), 0) << job.report();  // mpirun's: 0 only when every rank exited 0
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(log, m, std::regex("stopped by [^\n]* after step ([0-9]+)"))) << log;
+  ASSERT_TRUE(std::regex_search(log, m, std::regex("stopped by [^\n]* after step ([0-9]+)"))) << job.report();
   const int64_t stopped = std::stoll(m[1].str());
   EXPECT_GE(stopped, 3);
   EXPECT_EQ(expect_latest_intact(job), stopped);
