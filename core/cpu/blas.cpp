@@ -57,6 +57,11 @@ const char* sgemm_library() { return MODU_HAVE_ONEDNN ? "onednn" : "openblas"; }
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda, const float* B,
           int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
+  if (K <= 0) {  // an empty sum: C = beta C (oneDNN refuses K = 0 with empty operands)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
   int threads = omp_get_max_threads();
   bool split = MODU_HAVE_ONEDNN && threads > 1 && !omp_in_parallel() && M * N * std::max<int64_t>(K, 1) >= kSlabMinWork;
   if (!split) return sgemm_one(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -481,8 +481,9 @@ void forward_any(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, T
   const AttentionPath path = attention_path(dt, q.size(3));
   if (path == AttentionPath::Cudnn) {
     Tensor qc = compute_operand(q, dt), kc = compute_operand(k, dt), vc = compute_operand(v, dt);
-    if (attention_cudnn_unsupported(qc, kc, vc, a).empty() && attention_cudnn_unsupported(o, o, o, a).empty())
-      return attention_forward_cudnn(qc, kc, vc, o, lse, a);
+    if (attention_cudnn_unsupported(qc, kc, vc, a).empty() && attention_cudnn_unsupported(o, o, o, a).empty() &&
+        attention_forward_cudnn(qc, kc, vc, o, lse, a))
+      return;
     return attention_forward_gemm(qc, kc, vc, o, lse, a);
   }
   if (path == AttentionPath::TensorCore && attention_tc_supported(q, k, v)) {
@@ -512,6 +513,11 @@ void backward_any(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
     fill(gq, 0.0);
     return;
   }
+  if (q.size(2) == 0) {  // no queries: nothing reaches the keys, as the CPU
+    fill(gk, 0.0);
+    fill(gv, 0.0);
+    return;
+  }
   if (gq.numel() == 0 && gk.numel() == 0) return;
   const AttentionPath path = attention_path(dt, q.size(3));
   if (path == AttentionPath::Cudnn) {  // the forward's choice, from the same operands
@@ -521,16 +527,19 @@ void backward_any(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
       // written in place when cuDNN takes their layout, else through contiguous temporaries.
       Tensor goc = compute_operand(go, dt);
       if (!attention_cudnn_unsupported(goc, goc, goc, AttentionAttrs{}).empty()) goc = contiguous(goc);
-      if (attention_cudnn_unsupported(gq, gk, gv, a).empty())
-        return attention_backward_cudnn(qc, kc, vc, o, contiguous(lse), goc, gq, gk, gv, a);
-      Tensor tq = Tensor::empty(gq.shape(), dt, gq.device()), tk = Tensor::empty(gk.shape(), dt, gk.device()),
-             tv = Tensor::empty(gv.shape(), dt, gv.device());
-      attention_backward_cudnn(qc, kc, vc, o, contiguous(lse), goc, tq, tk, tv, a);
-      copy_into(gq, tq);
-      copy_into(gk, tk);
-      copy_into(gv, tv);
-      return;
-    }
+      if (attention_cudnn_unsupported(gq, gk, gv, a).empty()) {
+        if (attention_backward_cudnn(qc, kc, vc, o, contiguous(lse), goc, gq, gk, gv, a)) return;
+      } else {
+        Tensor tq = Tensor::empty(gq.shape(), dt, gq.device()), tk = Tensor::empty(gk.shape(), dt, gk.device()),
+               tv = Tensor::empty(gv.shape(), dt, gv.device());
+        if (attention_backward_cudnn(qc, kc, vc, o, contiguous(lse), goc, tq, tk, tv, a)) {
+          copy_into(gq, tq);
+          copy_into(gk, tk);
+          copy_into(gv, tv);
+          return;
+        }
+      }
+    }  // cuDNN refused these operands or this graph: the GEMM path (lse is stored alike on every path)
     return attention_backward_gemm(qc, kc, vc, contiguous(lse), compute_operand(go, dt), gq, gk, gv, a);
   }
   if (path == AttentionPath::TensorCore && attention_tc_supported(q, k, v)) {

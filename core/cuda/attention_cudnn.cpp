@@ -12,9 +12,11 @@
 // bottom-right diagonal alignment (top-left and bottom-right agree when S = T).
 //
 // Invariants: one graph per (device, dtype, direction, sizes, strides, scale, causal), built on first use
-// and cached for the process (the graph, not the data, is cached: execution binds the pointers); the
-// workspace comes from the caching allocator, on the device's stream; the cuDNN handle of a device is bound to
-// that stream before every execution. Errors name the cuDNN step and carry cuDNN's message.
+// and cached for the process (the graph, not the data, is cached: execution binds the pointers); a graph cuDNN
+// refuses to build is cached as refused, said once on stderr, and the call returns false so that the caller
+// takes another path (as it does when cuDNN is missing or older than 9.5.1); the workspace comes from the caching
+// allocator, on the device's stream; the cuDNN handle of a device is bound to that stream before every
+// execution. Errors name the cuDNN step and carry cuDNN's message.
 #include "core/cuda/attention_cudnn.h"
 
 #include <atomic>
@@ -53,11 +55,12 @@ std::string attention_cudnn_unsupported(const Tensor& q, const Tensor& k, const 
   if (k.dtype() != q.dtype() || v.dtype() != q.dtype()) return "q, k and v differ in dtype";
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4) return "operands are not 4-D";
   const int64_t HS = q.size(3), T = q.size(2), S = k.size(2);
-  if (HS % 8 != 0 || HS > 128) return "head size is not a multiple of 8 up to 128";
+  if (HS == 0 || HS % 8 != 0 || HS > 128) return "head size is not a multiple of 8 from 8 to 128";
   if (k.size(3) != HS || v.size(3) != HS || k.size(0) != q.size(0) || k.size(1) != q.size(1) || v.shape() != k.shape())
     return "k and v do not match q's batch, heads and head size";
   if (T == 0 || S == 0) return "no queries or no keys";
   if (a.causal && S < T) return "causal attention with fewer keys than queries";
+  if (a.causal && S > T) return "causal with more keys than queries (a KV-cache decode step): a graph per length";
   for (const Tensor* t : {&q, &k, &v}) {
     if (t->stride(3) != 1) return "a last dim is not unit-stride";
     for (int d = 0; d < 3; ++d)
@@ -77,7 +80,11 @@ namespace {
 
 std::mutex g_mutex;  // the handle table and the graph cache
 
-void load_cudnn() {
+// cuDNN up to 9.5.0 assumed the output gradient has the output's strides (the model's need not).
+constexpr int64_t kMinCudnnVersion = 90501;
+
+// "" once cuDNN is loaded and new enough, else why not (the same answer for the whole process).
+const std::string& cudnn_load_error() {
   static std::once_flag once;
   static std::string error;
   std::call_once(once, [] {
@@ -91,9 +98,17 @@ void load_cudnn() {
       return;
     }
     fe::cudnn_dlhandle = h;
+    const int64_t version = static_cast<int64_t>(fe::detail::get_backend_version());
+    if (version < kMinCudnnVersion)
+      error = std::string("cuDNN ") + std::to_string(version) + " (" + name + ") is older than 9.5.1 (" +
+              std::to_string(kMinCudnnVersion) +
+              "), whose attention backward reads the output gradient in the output's strides; install cuDNN >= "
+              "9.5.1 or set MODU_CUDNN_LIBRARY to one";
   });
-  MODU_CHECK(error.empty(), "attention (cudnn): ", error);
+  return error;
 }
+
+void load_cudnn() { MODU_CHECK(cudnn_load_error().empty(), "attention (cudnn): ", cudnn_load_error()); }
 
 void check_status(cudnnStatus_t s, const char* what) {
   MODU_CHECK(s == CUDNN_STATUS_SUCCESS, "attention (cudnn): ", what, " failed: ", fe::detail::get_error_string(s));
@@ -208,13 +223,22 @@ GraphPtr define_backward(const Tensor& q, const Tensor& k, const Tensor& v, cons
   return g;
 }
 
-// Finds or builds the graph for `key` (under g_mutex).
+// Finds or builds the graph for `key` (under g_mutex); nullptr when cuDNN refused to build it (`make` threw),
+// which is cached too and said on stderr the first time: "cuDNN would not build the <what> graph".
 template <class Make>
-GraphPtr cached(const std::vector<int64_t>& key, Make&& make) {
+GraphPtr cached(const std::vector<int64_t>& key, const char* what, Make&& make) {
   static std::map<std::vector<int64_t>, GraphPtr>* cache = new std::map<std::vector<int64_t>, GraphPtr>();
   auto it = cache->find(key);
   if (it != cache->end()) return it->second;
-  GraphPtr g = make();
+  GraphPtr g;
+  try {
+    g = make();
+  } catch (const Error& e) {
+    std::fprintf(stderr,
+                 "modu: attention (cudnn): cuDNN would not build the %s graph (%s); these shapes take the "
+                 "GEMM path\n",
+                 what, e.what());
+  }
   cache->emplace(key, g);
   return g;
 }
@@ -232,40 +256,55 @@ void require_supported(const Tensor& q, const Tensor& k, const Tensor& v, const 
              why);
 }
 
+// Said once on stderr when cuDNN cannot be used at all; false then.
+bool cudnn_usable() {
+  if (cudnn_load_error().empty()) return true;
+  static std::once_flag said;
+  std::call_once(said, [] {
+    std::fprintf(stderr, "modu: attention (cudnn): %s; attention takes the GEMM path\n", cudnn_load_error().c_str());
+  });
+  return false;
+}
+
 }  // namespace
 
-void attention_forward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse,
+bool attention_forward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse,
                              const AttentionAttrs& a) {
   require_supported(q, k, v, a);
   MODU_CHECK(lse.is_contiguous() && lse.dtype() == DType::F32, "attention (cudnn): lse must be contiguous f32");
-  load_cudnn();
+  if (!cudnn_usable()) return false;
   const int dev = q.device().index;
   std::lock_guard<std::mutex> lock(g_mutex);
   cudnnHandle_t h = handle_for(dev);
-  GraphPtr g = cached(key_of(dev, false, a, {&q, &k, &v, &o}), [&] {
+  GraphPtr g = cached(key_of(dev, false, a, {&q, &k, &v, &o}), "forward", [&] {
     GraphPtr f = define_forward(q, k, v, o, a);
     build(*f, h);
     return f;
   });
+  if (!g) return false;
   std::unordered_map<int64_t, void*> pack{
       {kQ, q.data_ptr()}, {kK, k.data_ptr()}, {kV, v.data_ptr()}, {kO, o.data_ptr()}, {kStats, lse.data_ptr()}};
   run(*g, h, dev, pack);
   ++g_calls;
+  return true;
 }
 
-void attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+bool attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                               const Tensor& go, Tensor& gq, Tensor& gk, Tensor& gv, const AttentionAttrs& a) {
   require_supported(q, k, v, a);
+  const std::string why_grads = attention_cudnn_unsupported(gq, gk, gv, a);
+  MODU_CHECK(why_grads.empty(), "attention_backward (cudnn): the gradients: ", why_grads);
   AttentionAttrs unmasked = a;
   unmasked.causal = false;
   const std::string why_o = attention_cudnn_unsupported(o, go, go, unmasked);
   MODU_CHECK(why_o.empty(), "attention_backward (cudnn): the output or its gradient: ", why_o);
-  MODU_CHECK(lse.is_contiguous() && lse.dtype() == DType::F32, "attention (cudnn): lse must be contiguous f32");
-  load_cudnn();
+  MODU_CHECK(lse.is_contiguous() && lse.dtype() == DType::F32 && lse.numel() == q.size(0) * q.size(1) * q.size(2),
+             "attention (cudnn): lse must be contiguous f32 (B, NH, T)");
+  if (!cudnn_usable()) return false;
   const int dev = q.device().index;
   std::lock_guard<std::mutex> lock(g_mutex);
   cudnnHandle_t h = handle_for(dev);
-  GraphPtr g = cached(key_of(dev, true, a, {&q, &k, &v, &o, &go, &gq, &gk, &gv}), [&] {
+  GraphPtr g = cached(key_of(dev, true, a, {&q, &k, &v, &o, &go, &gq, &gk, &gv}), "backward", [&] {
     try {
       GraphPtr b = define_backward(q, k, v, o, go, gq, gk, gv, a, true);
       build(*b, h);
@@ -281,11 +320,13 @@ void attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v,
       return b;
     }
   });
+  if (!g) return false;
   std::unordered_map<int64_t, void*> pack{{kQ, q.data_ptr()},   {kK, k.data_ptr()},       {kV, v.data_ptr()},
                                           {kO, o.data_ptr()},   {kStats, lse.data_ptr()}, {kGO, go.data_ptr()},
                                           {kGQ, gq.data_ptr()}, {kGK, gk.data_ptr()},     {kGV, gv.data_ptr()}};
   run(*g, h, dev, pack);
   ++g_calls;
+  return true;
 }
 
 std::string attention_cudnn_validate(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionAttrs& a,
@@ -328,10 +369,10 @@ namespace {
 }
 }  // namespace
 
-void attention_forward_cudnn(const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&, const AttentionAttrs&) {
+bool attention_forward_cudnn(const Tensor&, const Tensor&, const Tensor&, Tensor&, Tensor&, const AttentionAttrs&) {
   not_built();
 }
-void attention_backward_cudnn(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+bool attention_backward_cudnn(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                               Tensor&, Tensor&, Tensor&, const AttentionAttrs&) {
   not_built();
 }

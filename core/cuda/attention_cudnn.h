@@ -17,19 +17,23 @@ int64_t attention_cudnn_calls();
 bool attention_cudnn_built();
 
 // Empty when cuDNN takes these operands, else why not: q (B, NH, T, HS), k and v (B, NH, S, HS) of one dtype,
-// bf16 or f16; HS a multiple of 8 up to 128; unit-stride last dims, other strides multiples of 8 elements,
-// 16-byte aligned data; causal attention needs S >= T.
+// bf16 or f16; HS a multiple of 8 from 8 to 128; unit-stride last dims, other strides multiples of 8 elements,
+// 16-byte aligned data; T, S > 0; causal attention needs S == T (S > T is a KV-cache decode step, which would
+// build one graph per cache length; the GEMM path takes it).
 std::string attention_cudnn_unsupported(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionAttrs& a);
 
 // o (B, NH, T, HS) in q's dtype (through its strides), lse (B, NH, T) f32 contiguous: the natural-log
-// log-sum-exp of each row's scaled scores (cuDNN's softmax statistics); both written. Throws, naming the cuDNN
-// step and its message, when cuDNN cannot be loaded or refuses the graph.
-void attention_forward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse,
+// log-sum-exp of each row's scaled scores (cuDNN's softmax statistics); both written, and true returned.
+// False, with nothing written, when cuDNN cannot be used (not loadable, or older than 9.5.1) or refuses to build
+// this graph (cached, said once on stderr): the caller takes another path. Operands attention_cudnn_unsupported
+// refuses throw; so do execution errors, naming the cuDNN step and its message.
+bool attention_forward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse,
                              const AttentionAttrs& a);
-// o, lse: the forward's (cuDNN's) outputs; go the output gradient. gq, gk, gv written (=) through their
-// strides, in q's dtype. Deterministic where cuDNN has a deterministic backward for the GPU (it is asked for
-// first); otherwise cuDNN's default backward, with a warning on stderr once.
-void attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+// o, lse: the forward's outputs (any path's: they all store lse alike); go the output gradient. gq, gk, gv written
+// (=) through their strides, in q's dtype, and true returned; false as the forward. Deterministic where cuDNN has
+// a deterministic backward for the GPU (it is asked for first); otherwise cuDNN's default backward, with a
+// warning on stderr once.
+bool attention_backward_cudnn(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                               const Tensor& go, Tensor& gq, Tensor& gk, Tensor& gv, const AttentionAttrs& a);
 
 // Defines the forward and backward graphs for these operands (CPU tensors will do: only dtypes, shapes and

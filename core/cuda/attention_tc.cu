@@ -69,6 +69,7 @@
 // Checks: tests/gpu/run.sh runs backend_parity --filter=attention under MODU_CUDA_ATTENTION=tc (incl. the
 // multi-tile attention_tiles_* cases) and compute-sanitizer memcheck/racecheck; tests/gpu/attention_tc_emu.py
 // emulates the fragment layouts and index math of these kernels in Python (no GPU needed).
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -493,6 +494,14 @@ constexpr int dkv_bq() {
   return HP == 128 ? 32 : 64;
 }
 
+// Dynamic shared memory per CTA of each kernel for padded head size hp (16-bit elements).
+constexpr size_t tc_forward_smem(int hp) { return static_cast<size_t>(kTcBM + 4 * kTcBN) * (hp + 8) * 2; }
+constexpr size_t tc_dq_smem(int hp) { return static_cast<size_t>(2 * kTcBM + 4 * kTcBN) * (hp + 8) * 2; }
+constexpr size_t tc_dkv_smem(int hp) {
+  const int bq = hp == 128 ? 32 : 64;  // dkv_bq
+  return static_cast<size_t>(2 * kTcBM + 4 * bq) * (hp + 8) * 2 + 4 * bq * sizeof(float);
+}
+
 template <class T, int HP>
 __global__ void __launch_bounds__(kTcThreads)
     attn_tc_dkv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
@@ -663,7 +672,13 @@ bool attention_tc_supported(const Tensor& q, const Tensor& k, const Tensor& v) {
   if (dt != DType::BF16 && dt != DType::F16) return false;
   if (k.dtype() != dt || v.dtype() != dt || q.dim() != 4 || k.dim() != 4 || v.dim() != 4) return false;
   const int64_t D = q.size(3);
-  return D >= 1 && D <= 128 && k.size(3) == D && v.size(3) == D;
+  if (D < 1 || D > 128 || k.size(3) != D || v.size(3) != D) return false;
+  // Query and key tiles of 64 on grid y (at most 65535 blocks), and every kernel's shared memory on this GPU
+  // (HP = 128's dQ kernel needs 102 KB: more than the 99 KB of sm_86 / sm_89 parts).
+  if ((std::max(q.size(2), k.size(2)) + kTcBM - 1) / kTcBM > 65535) return false;
+  const int hp = padded_head(D);
+  const size_t need = std::max({tc_forward_smem(hp), tc_dq_smem(hp), tc_dkv_smem(hp)});
+  return need <= max_shared_memory_per_block(q.device().index);
 }
 
 void attention_forward_tc(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& o, Tensor& lse,
@@ -687,7 +702,7 @@ void attention_forward_tc(const Tensor& q, const Tensor& k, const Tensor& v, Ten
   dispatch_tc(dt, g.D, [&](auto tag, auto hp) {
     using T = decltype(tag);
     constexpr int HP = decltype(hp)::value;
-    const size_t smem = static_cast<size_t>(kTcBM + 4 * kTcBN) * (HP + 8) * sizeof(T);
+    const size_t smem = tc_forward_smem(HP);
     auto kernel = attn_tc_fwd_kernel<T, HP>;
     tc_allow_smem(kernel, smem, "attention");
     dim3 grid(static_cast<unsigned>(B * g.NH), static_cast<unsigned>((g.T + kTcBM - 1) / kTcBM));
@@ -738,7 +753,7 @@ void attention_backward_tc(const Tensor& q, const Tensor& k, const Tensor& v, co
       attn_tc_drow_kernel<T><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, s>>>(
           static_cast<const T*>(o.data_ptr()), GO, static_cast<float*>(drow.data_ptr()), rows, g);
       MODU_CUDA_LAUNCH_CHECK("attention_backward (tensor-core path): rowsum");
-      const size_t smem = static_cast<size_t>(2 * kTcBM + 4 * kTcBN) * (HP + 8) * sizeof(T);
+      const size_t smem = tc_dq_smem(HP);
       auto kernel = attn_tc_dq_kernel<T, HP>;
       tc_allow_smem(kernel, smem, "attention_backward");
       dim3 grid(static_cast<unsigned>(B * g.NH), static_cast<unsigned>((g.T + kTcBM - 1) / kTcBM));
@@ -747,7 +762,8 @@ void attention_backward_tc(const Tensor& q, const Tensor& k, const Tensor& v, co
     }
     // dK and dV are written even when T = 0 (zeros: no query sees any key).
     constexpr int BQ = dkv_bq<HP>();
-    const size_t smem = static_cast<size_t>(2 * kTcBM + 4 * BQ) * (HP + 8) * sizeof(T) + 4 * BQ * sizeof(float);
+    static_assert(BQ == (HP == 128 ? 32 : 64), "tc_dkv_smem's tile");
+    const size_t smem = tc_dkv_smem(HP);
     auto kernel = attn_tc_dkv_kernel<T, HP>;
     tc_allow_smem(kernel, smem, "attention_backward");
     dim3 grid(static_cast<unsigned>(B * g.NH), static_cast<unsigned>((g.S + kTcBM - 1) / kTcBM));

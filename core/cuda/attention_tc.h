@@ -7,7 +7,9 @@
 
 namespace modu::cuda {
 
-// Whether the fused kernels take these operands: q, k, v 4-D of one dtype, bf16 or f16, head size 1..128.
+// Whether the fused kernels take these operands: q, k, v 4-D of one dtype, bf16 or f16, head size 1..128, at most
+// 65535 tiles of 64 queries or keys, and every kernel's shared memory within the GPU's per-block limit (head
+// sizes above 64 need 102 KB, more than sm_86 / sm_89 parts have); attention.cu takes the GEMM path otherwise.
 bool attention_tc_supported(const Tensor& q, const Tensor& k, const Tensor& v);
 
 // q (B, NH, T, HS), k and v (B, NH, S, HS), unit-stride last dims, any other strides; S > 0.

@@ -427,10 +427,13 @@ void adamw_multi_launch(const KernelCall& c) {
     dispatch_floating(c.input(2 * n).dtype(), "adamw_multi_ moments", [&](auto mtag) {
       using M = decltype(mtag);
       using A = acc_t<M>;
-      for (int first = 0; first < n; first += static_cast<int>(kAdamWMultiMaxTensors)) {
+      // One index across the groups: empty tensors take no table slot, so a group can span more than
+      // kAdamWMultiMaxTensors inputs, and the next group starts where this one stopped (never at a fixed stride,
+      // which would update the tensors past the stride twice).
+      for (int i = 0; i < n;) {
         AdamWMultiTable tab{};
         int32_t blocks = 0;
-        for (int i = first; i < n && tab.count < static_cast<int32_t>(kAdamWMultiMaxTensors); ++i) {
+        for (; i < n && tab.count < static_cast<int32_t>(kAdamWMultiMaxTensors); ++i) {
           const int64_t numel = c.input(i).numel();
           if (numel == 0) continue;
           const int k = tab.count++;

@@ -187,7 +187,8 @@ __global__ void ce_rows_kernel(const T* logits, const I* target, int64_t N, int6
     }
   }
   A row_max = warp_max(m);
-  s = m == -m_inf<A>() ? A(0) : s * m_exp(m - row_max);  // lanes with no column (or all -inf) add nothing
+  // A lane with no column, or only -inf ones, holds s = 0 and adds nothing; one that met a NaN keeps it (as the CPU).
+  s = m == -m_inf<A>() ? s : s * m_exp(m - row_max);
   m = row_max;
   s = warp_sum(s);
   if (lane != 0) return;

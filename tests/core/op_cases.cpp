@@ -219,6 +219,13 @@ std::vector<OpCase> build_cases() {
         return Inputs{rand_tensor(Dims{2, 1, 3, 4}, dt, g, -1, 1, true), rand_tensor(Dims{3, 4, 5}, dt, g)};
       },
       [](const Inputs& x) { return matmul(x[0], x[1]); }, {0, 1}));
+  // An empty inner dim: the product is zeros (a sum over nothing), on every backend and dtype.
+  cs.push_back(make(
+      "matmul_empty_inner", {OpId::matmul},
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{3, 0}, dt, g), rand_tensor(Dims{0, 4}, dt, g)};
+      },
+      [](const Inputs& x) { return matmul(x[0], x[1]); }, {}));  // both inputs empty: no gradient to check
   // The product in the accumulation dtype (f32 for bf16/f16): autocast's weight gradients. Folded into one GEMM,
   // and batched with a broadcast (the strided-batched path, whose output pointer steps in f32 elements).
   cs.push_back(make(
@@ -422,6 +429,14 @@ std::vector<OpCase> build_cases() {
                       rand_tensor(Dims{1, 2, 5, 3}, dt, g)};
       },
       [](const Inputs& x) { return attention(x[0], x[1], x[2], false); }, {0, 1, 2}));
+  // No queries (T = 0) over some keys: an empty output, and zero key and value gradients on every backend.
+  cs.push_back(make(
+      "attention_no_queries", {OpId::attention, OpId::attention_backward},
+      [](DType dt, Generator& g) {
+        return Inputs{rand_tensor(Dims{1, 2, 0, 8}, dt, g), rand_tensor(Dims{1, 2, 5, 8}, dt, g),
+                      rand_tensor(Dims{1, 2, 5, 8}, dt, g)};
+      },
+      [](const Inputs& x) { return attention(x[0], x[1], x[2], true); }, {0, 1, 2}));
   // Packed q | k | v (B, T, 3 NH HS) as GPT-2's c_attn writes it: NH = 2, HS = 4.
   cs.push_back(make(
       "attention_packed_causal", {OpId::attention_packed, OpId::attention_packed_backward},
@@ -571,6 +586,41 @@ std::vector<OpCase> build_cases() {
         adamw_multi_(p, gr, m, v, a);
         std::vector<Tensor> parts;
         for (int i = 0; i < 3; ++i) parts.push_back(add(p[i], add(m[i], v[i]).to(p[i].dtype())).reshape(Dims{-1}));
+        return concat(parts, 0);
+      },
+      {}));
+  // More tensors than one CUDA launch's table holds (kAdamWMultiMaxTensors = 192), some empty: each tensor is
+  // updated exactly once, whichever launch group it falls in.
+  cs.push_back(make(
+      "adamw_multi_many_tensors", {OpId::adamw_multi_, OpId::concat},
+      [](DType dt, Generator& g) {
+        constexpr int kTensors = 260;
+        auto shape = [](int i) { return i % 50 == 5 ? Dims{0} : Dims{1 + i % 4}; };
+        Inputs x;
+        for (int i = 0; i < kTensors; ++i) x.push_back(rand_tensor(shape(i), dt, g));  // parameters
+        for (int i = 0; i < kTensors; ++i) x.push_back(rand_tensor(shape(i), dt, g));  // gradients
+        for (int i = 0; i < kTensors; ++i) x.push_back(rand_tensor(shape(i), DType::F32, g));
+        for (int i = 0; i < kTensors; ++i) x.push_back(rand_tensor(shape(i), DType::F32, g, 0.1, 1));
+        return x;
+      },
+      [](const Inputs& x) {
+        const size_t n = x.size() / 4;
+        std::vector<Tensor> p, gr, m, v;
+        for (size_t i = 0; i < n; ++i) {
+          p.push_back(x[i].clone());
+          gr.push_back(x[n + i]);
+          m.push_back(x[2 * n + i].clone());
+          v.push_back(x[3 * n + i].clone());
+        }
+        AdamWAttrs a;
+        a.lr = 0.1;
+        a.weight_decay = 0.1;
+        a.decayed = 200;
+        a.bias_correction1 = 1 - 0.9 * 0.9;
+        a.bias_correction2 = 1 - 0.999 * 0.999;
+        adamw_multi_(p, gr, m, v, a);
+        std::vector<Tensor> parts;
+        for (size_t i = 0; i < n; ++i) parts.push_back(add(p[i], add(m[i], v[i]).to(p[i].dtype())).reshape(Dims{-1}));
         return concat(parts, 0);
       },
       {}));

@@ -33,7 +33,6 @@ TEST(CudnnGraphs, ValidateForTheShapesModuUses) {
   const Config configs[] = {
       {"gpt2_124m_packed_qkv", 8, 12, 1024, 1024, 64, true, true, 0.125},
       {"tiles_causal_hs64", 1, 2, 130, 130, 64, true, true, 0.125},
-      {"tiles_cached_keys_hs128", 1, 2, 70, 200, 128, true, false, 0.3},
       {"tiles_full_hs32", 2, 1, 65, 97, 32, false, false, 0.17677669529663687},
       {"tiles_causal_hs48", 1, 2, 77, 77, 48, true, false, 0.14433756729740643},
       {"llama_gqa_expanded", 2, 4, 16, 16, 16, true, false, 0.25},
@@ -98,5 +97,11 @@ TEST(CudnnGraphs, RefusesOperandsCudnnDoesNotTake) {
   EXPECT_NE(cuda::attention_cudnn_unsupported(f32, f32, f32, causal), "");
   Tensor q = Tensor::zeros(Dims{1, 2, 8, 16}, DType::BF16), k = Tensor::zeros(Dims{1, 2, 4, 16}, DType::BF16);
   EXPECT_NE(cuda::attention_cudnn_unsupported(q, k, k, causal), "") << "causal with fewer keys than queries";
+  EXPECT_NE(cuda::attention_cudnn_unsupported(k, q, q, causal), "") << "causal with more keys (a KV-cache decode)";
+  AttentionAttrs full;
+  full.causal = false;
+  EXPECT_EQ(cuda::attention_cudnn_unsupported(k, q, q, full), "") << "full attention over more keys than queries";
+  Tensor hs0 = Tensor::zeros(Dims{1, 2, 8, 0}, DType::BF16);
+  EXPECT_NE(cuda::attention_cudnn_unsupported(hs0, hs0, hs0, causal), "") << "head size 0";
   EXPECT_NE(cuda::attention_cudnn_validate(hs20, hs20, hs20, causal, 90), "");
 }
