@@ -182,7 +182,7 @@ void convert_into(Tensor& dst, const Tensor& src) {
     using scalar_t = decltype(tag_);
     if constexpr (std::is_same_v<TD, scalar_t>) {
       if (dst.is_contiguous() && src.is_contiguous() && dst.shape() == src.shape()) {
-        std::memcpy(dst.data_ptr(), src.data_ptr(), dst.nbytes());
+        if (dst.nbytes() > 0) std::memcpy(dst.data_ptr(), src.data_ptr(), dst.nbytes());  // empty: null pointers
         return;
       }
       map<TD, scalar_t>(dst, [](auto v) { return v; }, src);
